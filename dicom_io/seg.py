@@ -1,0 +1,81 @@
+"""DICOM Segmentation (SEG) writer: a binary mask on the frames of a source series (highdicom)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+
+def tumour_segment(label: str = "Tumour", manual: bool = True, algorithm: str = "") -> Any:
+    """Segment description for a tumour (SCT Morphologically abnormal structure / Neoplasm)."""
+    if manual:
+        return hd.seg.SegmentDescription(
+            segment_number=1,
+            segment_label=label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Neoplasm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm, version="1", family=codes.cid7162.ArtificialIntelligence
+        ),
+    )
+
+
+def binary_segmentation(
+    source_images: Sequence[Dataset],
+    mask: NDArray[np.bool_],
+    *,
+    series_instance_uid: str,
+    series_number: int,
+    sop_instance_uid: str,
+    manufacturer: str,
+    model: str,
+    software_version: str,
+    segment_label: str = "Tumour",
+    series_description: str = "Tumour SEG",
+    manual: bool = True,
+    content_datetime: datetime.datetime | None = None,
+) -> Dataset:
+    """A binary SEG of ``mask`` (one frame per source image, same order) on ``source_images``.
+
+    Raises ``ValueError`` when the mask does not have one frame per source image of the images'
+    size, or is empty.
+    """
+    if mask.ndim != 3 or mask.shape[0] != len(source_images):
+        raise ValueError(
+            f"mask must have one frame per source image: got shape {mask.shape} "
+            f"for {len(source_images)} images"
+        )
+    if not mask.any():
+        raise ValueError("mask is empty: nothing to segment")
+    return hd.seg.Segmentation(
+        source_images=list(source_images),
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[tumour_segment(segment_label, manual=manual, algorithm="larc")],
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=manufacturer,
+        manufacturer_model_name=model,
+        software_versions=software_version,
+        device_serial_number="0",
+        series_description=series_description,
+        content_date=(content_datetime or datetime.datetime.now()).date(),
+        content_time=(content_datetime or datetime.datetime.now()).time(),
+    )

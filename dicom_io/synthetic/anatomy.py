@@ -241,7 +241,7 @@ class TumourMeasurements:
     max_outer_radius_mm: float
 
 
-def measure_tumour(anatomy: Anatomy, shape: TumourShape, samples: int = 180) -> TumourMeasurements:
+def measure_tumour(anatomy: Anatomy, shape: TumourShape, samples: int = 360) -> TumourMeasurements:
     """Volume (exact integral in cylindrical coordinates), longest diameter, MWT of the tumour."""
     phi = np.linspace(-np.pi, np.pi, samples, endpoint=False) + np.pi / samples
     s = np.linspace(-shape.half_length_mm, shape.half_length_mm, samples // 2)
@@ -253,10 +253,13 @@ def measure_tumour(anatomy: Anatomy, shape: TumourShape, samples: int = 180) -> 
     volume_mm3 = float(np.sum(((r_out**2 - r_in**2) / 2)[inside]) * dphi * ds)
     thickness = np.where(inside, r_out - r_in, 0.0)
     outer_wall = anatomy.lumen_radius_mm + anatomy.wall_thickness_mm
+    coarse = (slice(None, None, 3), slice(None, None, 3))  # enough points for the chord
+    keep = inside[coarse]
+    pc, sc = pp[coarse][keep], ss[coarse][keep]
     surface = np.concatenate(
         [
-            anatomy.point_at(r_out[inside], pp[inside], ss[inside]).reshape(-1, 3),
-            anatomy.point_at(r_in[inside], pp[inside], ss[inside]).reshape(-1, 3),
+            anatomy.point_at(r_out[coarse][keep], pc, sc).reshape(-1, 3),
+            anatomy.point_at(r_in[coarse][keep], pc, sc).reshape(-1, 3),
         ]
     )
     # the longest chord joins two vertices of the convex hull (a flat set has no hull: keep all)

@@ -102,8 +102,9 @@ def plan_patient(spec: CohortSpec, index: int) -> PatientPlan:
         _FIRST_DATE + datetime.timedelta(days=int(rng.integers(0, 700))),
         datetime.time(hour=int(rng.integers(7, 18)), minute=int(rng.integers(0, 60))),
     )
-    restaging = baseline + datetime.timedelta(
-        days=int(rng.integers(56, 99)), minutes=int(rng.integers(-120, 120))
+    restaging = datetime.datetime.combine(
+        baseline.date() + datetime.timedelta(days=int(rng.integers(56, 99))),
+        datetime.time(hour=int(rng.integers(7, 18)), minute=int(rng.integers(0, 60))),
     )
     return PatientPlan(
         studies=studies,

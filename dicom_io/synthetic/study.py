@@ -258,7 +258,7 @@ class StudyWriter:
     ) -> Dataset:
         ds = Dataset()
         ds.update(base)
-        sop_uid = self.identity.uid("sop", *uid_parts)
+        sop_uid = self.identity.uid("sop", self.record.timepoint, *uid_parts)
         ds.file_meta = _file_meta(MRImageStorage, sop_uid)
         ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = sop_uid
@@ -410,8 +410,22 @@ class StudyWriter:
             series_description="Tumour SEG on DWI",
             content_datetime=self._series_time(),
         )
+        self._pin_generated_values(
+            seg, self._series_time(), self.identity.uid("dimorg", series.series_instance_uid)
+        )
         series.description = seg.SeriesDescription
         self._save(series, seg)
+
+    @staticmethod
+    def _pin_generated_values(ds: Dataset, when: datetime.datetime, dimension_uid: str) -> None:
+        """Replace what highdicom takes from the clock or a random UID, so a seed fixes the file."""
+        ds.InstanceCreationDate = f"{when:%Y%m%d}"
+        ds.InstanceCreationTime = f"{when:%H%M%S}"
+        for item in ds.get("ContributingEquipmentSequence", []):
+            item.ContributionDateTime = f"{when:%Y%m%d%H%M%S}"
+        for name in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+            for item in ds.get(name, []):
+                item.DimensionOrganizationUID = dimension_uid
 
     # -- the study -----------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""The `larc` console command, run as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LARC = shutil.which("larc", path=str(Path(sys.executable).parent)) or "larc"
+
+
+def larc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LARC, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_help_lists_every_command() -> None:
+    run = larc("--help")
+    assert run.returncode == 0
+    for command in ("synth", "demo"):
+        assert command in run.stdout
+    assert "research use only" in run.stdout
+
+
+def test_version() -> None:
+    run = larc("--version")
+    assert run.returncode == 0
+    assert run.stdout.startswith("larc ")
+
+
+def test_synth_writes_a_cohort_and_prints_one_row_per_patient(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    run = larc("synth", "--out", str(out), "--patients", "2", "--matrix", "32", "--slices", "6")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:2] == ["patient", "studies"]
+    assert lines[1].startswith("SYN0001") and lines[2].startswith("SYN0002")
+    assert "2 patients" in run.stdout
+    with (out / "labels.csv").open() as handle:
+        assert [row["patient_id"] for row in csv.DictReader(handle)] == ["SYN0001", "SYN0002"]
+    assert len(list(out.rglob("*.dcm"))) > 50
+    assert "SYNTHETIC^" not in run.stderr  # no patient names in logs
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--matrix", "8"), "matrix"),
+        (("--patients", "0"), "patients"),
+        (("--missing-fraction", "1.5"), "missing_fraction"),
+    ],
+)
+def test_synth_rejects_bad_options_with_a_clear_message(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    run = larc("synth", "--out", str(tmp_path / "x"), *args)
+    assert run.returncode == 2
+    assert message in run.stderr
+
+
+def test_synth_refuses_a_folder_that_holds_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a cohort")
+    run = larc("synth", "--out", str(tmp_path), "--patients", "1", "--matrix", "32", "--slices", "6")
+    assert run.returncode == 2
+    assert "not empty" in run.stderr
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_demo_prints_the_cohort_summary(tmp_path: Path) -> None:
+    run = larc("demo", "--out", str(tmp_path / "demo"), "--patients", "2")
+    assert run.returncode == 0, run.stderr
+    assert "SYN0002" in run.stdout
+    assert (tmp_path / "demo" / "manifest.json").exists()

@@ -55,6 +55,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# This machine kind's pip config names local indexes that are not all there; pip warns for each.
+pip_install() { "${pip[@]}" install "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2); }
 
 extras=""; [ "$dev" -eq 1 ] && extras="[dev]"
 stamp="$venv/.larc-installed"
@@ -63,12 +65,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first, alone, so that pip takes the CPU wheel instead of resolving a CUDA build.
   if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     echo "setup.sh: installing $torch_spec"
-    "${pip[@]}" install "$torch_spec"
+    pip_install "$torch_spec"
   fi
   echo "setup.sh: installing larc$extras and its dependencies"
   constraints=()
   [ "$torch_spec" = "torch==2.13.0" ] && constraints=(-c deploy/constraints-cpu.txt)
-  "${pip[@]}" install "${constraints[@]}" -e ".$extras"
+  pip_install "${constraints[@]}" -e ".$extras"
   echo "$want" > "$stamp"
 fi
 echo "setup.sh: ready ($("$venv/bin/larc" --version))"

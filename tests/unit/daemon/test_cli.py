@@ -37,7 +37,8 @@ def test_synth_writes_a_cohort_and_prints_one_row_per_patient(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].split()[:2] == ["patient", "studies"]
-    assert lines[1].startswith("SYN0001") and lines[2].startswith("SYN0002")
+    assert lines[1].startswith("SYN0001")
+    assert lines[2].startswith("SYN0002")
     assert "2 patients" in run.stdout
     with (out / "labels.csv").open() as handle:
         assert [row["patient_id"] for row in csv.DictReader(handle)] == ["SYN0001", "SYN0002"]
@@ -63,7 +64,9 @@ def test_synth_rejects_bad_options_with_a_clear_message(
 
 def test_synth_refuses_a_folder_that_holds_other_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a cohort")
-    run = larc("synth", "--out", str(tmp_path), "--patients", "1", "--matrix", "32", "--slices", "6")
+    run = larc(
+        "synth", "--out", str(tmp_path), "--patients", "1", "--matrix", "32", "--slices", "6"
+    )
     assert run.returncode == 2
     assert "not empty" in run.stderr
     assert (tmp_path / "notes.txt").exists()

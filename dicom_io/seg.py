@@ -13,25 +13,28 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 
-def tumour_segment(label: str = "Tumour", manual: bool = True, algorithm: str = "") -> Any:
-    """Segment description for a tumour (SCT Morphologically abnormal structure / Neoplasm)."""
+def tumour_segment(
+    label: str = "Tumour", manual: bool = True, algorithm: str = ""
+) -> hd.seg.SegmentDescription:
+    """Segment description for a tumour (SCT Morphologically abnormal structure / Neoplasm).
+
+    ``manual`` for a radiologist's mask; otherwise ``algorithm`` names the program that drew it.
+    """
     if manual:
-        return hd.seg.SegmentDescription(
-            segment_number=1,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
+        how: dict[str, Any] = {"algorithm_type": hd.seg.SegmentAlgorithmTypeValues.MANUAL}
+    else:
+        how = {
+            "algorithm_type": hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            "algorithm_identification": hd.AlgorithmIdentificationSequence(
+                name=algorithm, version="1", family=codes.cid7162.ArtificialIntelligence
+            ),
+        }
     return hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=label,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=algorithm, version="1", family=codes.cid7162.ArtificialIntelligence
-        ),
+        **how,
     )
 
 

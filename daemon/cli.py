@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from daemon import __version__
 from daemon.logs import configure_logging
+from daemon.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -18,12 +19,34 @@ app = typer.Typer(
     name="larc",
     help=(
         "larc: AI scoring of rectal-cancer MRI next to a PACS (research use only - not for "
-        "diagnostic decisions).\n\nBuilt so far: the synthetic cohort generator (synth) and the "
-        "demo. The DICOM listener, pipeline and workers are on the roadmap (see README)."
+        "diagnostic decisions).\n\nBuilt so far: the DICOM listener with durable store and "
+        "index (serve, status, config check), the synthetic cohort generator (synth) and the "
+        "demo. Study pairing, the pipeline and workers are on the roadmap (see README)."
     ),
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="LARC_CONFIG",
+        help="YAML configuration file (environment LARC_* variables override it).",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v})
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
 
 
 def _version(value: bool) -> None:
@@ -157,3 +180,103 @@ def demo(
         seg_fraction=0.4,
         workers=0,
     )
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    port: Annotated[int | None, typer.Option(help="DICOM port (scp.port).")] = None,
+    ae_title: Annotated[str | None, typer.Option(help="Our AE title (scp.ae_title).")] = None,
+    bind: Annotated[
+        str | None, typer.Option(help="Address to listen on (scp.bind_address).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Storage root (storage.data_dir).")] = None,
+    stable_age_s: Annotated[
+        float | None, typer.Option(help="Quiet seconds before a study is stable.")
+    ] = None,
+) -> None:
+    """Run the daemon: the DICOM listener (C-ECHO, C-STORE) with its durable store and index.
+
+    Every instance is fsynced and indexed before the sender hears success. Stops cleanly on
+    SIGTERM or Ctrl-C. Refuses to start when reachable from the network with no allow-list.
+    """
+    from daemon.service import Daemon
+
+    settings = _settings(
+        config,
+        scp={
+            k: v
+            for k, v in {"port": port, "ae_title": ae_title, "bind_address": bind}.items()
+            if v is not None
+        },
+        storage={"data_dir": data_dir} if data_dir else None,
+        assembly={"stable_age_s": stable_age_s} if stable_age_s else None,
+    )
+    try:
+        daemon = Daemon(settings)
+        daemon.start()
+    except (ConfigError, ValueError, OSError, RuntimeError) as exc:
+        typer.echo(f"error: cannot start: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(
+        f"larc listening as {settings.scp.ae_title} on {settings.scp.bind_address}:"
+        f"{daemon.listener.port}, storing under {settings.storage.data_dir}",
+        err=True,
+    )
+    daemon.wait()
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration (file + environment) and print the result as YAML."""
+    import yaml
+
+    settings = _settings(config)
+    try:
+        settings.check_secure()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).rstrip())
+    typer.echo("configuration OK", err=True)
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """List patients, studies and series in the index, and recent rejections."""
+    from daemon.index import Index
+    from daemon.service import INDEX_FILE
+
+    settings = _settings(config)
+    path = settings.storage.data_dir / INDEX_FILE
+    if not path.exists():
+        typer.echo(f"error: no index at {path}: has larc serve run with this data_dir?", err=True)
+        raise typer.Exit(code=2)
+    index = Index(path)
+    try:
+        for study in index.query(
+            "SELECT s.*, (SELECT COUNT(*) FROM instances i JOIN series r USING (series_uid) "
+            "WHERE r.study_uid = s.study_uid) AS n FROM studies s ORDER BY patient_id, study_date"
+        ):
+            typer.echo(
+                f"{study['patient_id']}  study {study['study_date']} "
+                f"{study['description']!r}: {study['n']} instances"
+            )
+            for series in index.query(
+                "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
+                "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
+                "ORDER BY r.series_number",
+                (study["study_uid"],),
+            ):
+                note = f"  [{series['ignored_reason']}]" if series["ignored_reason"] else ""
+                typer.echo(
+                    f"    series {series['series_number']} {series['modality']} "
+                    f"{series['description']!r}: {series['n']} instances{note}"
+                )
+        rejections = index.query("SELECT * FROM rejections ORDER BY id DESC LIMIT 20")
+        if rejections:
+            typer.echo("recent rejections:")
+            for row in rejections:
+                typer.echo(f"    from {row['calling_ae']} 0x{row['status']:04X}: {row['reason']}")
+    finally:
+        index.close()

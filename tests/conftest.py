@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -124,3 +125,98 @@ def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
     finally:
         stop_process(proc)
         log.close()
+
+
+LARC = str(Path(sys.executable).parent / "larc")
+
+
+@dataclass
+class DaemonProcess:
+    """``larc serve`` running as its own process, as in production."""
+
+    port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    ae_title: str = "LARC"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_daemon(
+    data_dir: Path, port: int | None = None, config: Path | None = None, extra: tuple[str, ...] = ()
+) -> DaemonProcess:
+    """Start ``larc serve`` and wait until it answers C-ECHO (dcmtk echoscu)."""
+    port = port or free_port()
+    log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+    args = [LARC, "serve", "--port", str(port), "--data-dir", str(data_dir), *extra]
+    if config is not None:
+        args += ["--config", str(config)]
+    log = log_path.open("ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    daemon = DaemonProcess(port, data_dir, log_path, proc)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"larc serve exited at start-up:\n{daemon.log()[-3000:]}")
+        if echo(port, calling_ae="LARCTEST"):
+            return daemon
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            pytest.fail(f"larc serve did not answer C-ECHO within 60 s:\n{daemon.log()[-3000:]}")
+        time.sleep(0.3)
+
+
+def echo(port: int, calling_ae: str = "ECHOSCU", called_ae: str = "LARC") -> bool:
+    """Whether dcmtk's echoscu gets a C-ECHO success."""
+    run = subprocess.run(
+        ["/usr/bin/echoscu", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    return run.returncode == 0
+
+
+def storescu(
+    port: int,
+    *paths: Path,
+    calling_ae: str = "SCANNER",
+    verbose: bool = False,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """dcmtk storescu (not pynetdicom's) sending files or folders in one association."""
+    args = [
+        require_tool("/usr/bin/storescu"),
+        "--required",
+        "-aet",
+        calling_ae,
+        "-aec",
+        "LARC",
+        "+sd",
+        "+r",
+    ]
+    if verbose:
+        args.append("-v")
+    return subprocess.run(
+        [*args, "127.0.0.1", str(port), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A fresh ``larc serve`` on a free port with its own data directory."""
+    require_tool("/usr/bin/echoscu")
+    process = start_daemon(tmp_path / "data")
+    try:
+        yield process
+    finally:
+        stop_process(process.proc)

@@ -1,0 +1,249 @@
+"""The index: SQLite (WAL) record of patients, studies, series, instances, rejections and audit.
+
+The index is the source of truth: a restarted daemon resumes from it. One connection is shared
+by the listener's threads behind a lock; every write is one transaction, committed (and synced,
+``synchronous=FULL``) before the caller acknowledges anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS patients (
+    patient_id TEXT PRIMARY KEY,
+    patient_name TEXT,
+    birth_date TEXT,
+    sex TEXT,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    study_date TEXT,
+    study_time TEXT,
+    description TEXT,
+    accession_number TEXT,
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    stable_at REAL
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT,
+    sop_class_uid TEXT,
+    series_number INTEGER,
+    description TEXT,
+    frame_of_reference_uid TEXT,
+    ignored_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    sop_class_uid TEXT NOT NULL,
+    instance_number INTEGER,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    transfer_syntax_uid TEXT,
+    calling_ae TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
+CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(patient_id);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    calling_ae TEXT,
+    sop_class_uid TEXT,
+    sop_uid TEXT,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    sop_uid TEXT NOT NULL,
+    old_sha256 TEXT NOT NULL,
+    new_sha256 TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    calling_ae TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index keeps of one received instance."""
+
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    study_uid: str
+    study_date: str
+    study_time: str
+    study_description: str
+    accession_number: str
+    series_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    sop_uid: str
+    instance_number: int | None
+    transfer_syntax_uid: str
+    ignored_reason: str | None = None
+
+
+class Index:
+    """The SQLite index under the storage root."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif row["version"] != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"index {path} has schema version {row['version']}, this larc expects "
+                f"{SCHEMA_VERSION}: upgrade larc or point storage.data_dir elsewhere"
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def instance(self, sop_uid: str) -> sqlite3.Row | None:
+        """The index row of an instance, or ``None``."""
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(
+                "SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)
+            ).fetchone()
+        return row
+
+    def record_instance(
+        self, record: InstanceRecord, path: Path, size: int, sha256: str, calling_ae: str
+    ) -> None:
+        """Add (or replace) one stored instance and its patient, study and series, atomically.
+
+        A study that was stable is re-opened: its ``stable_at`` is cleared.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO patients VALUES (?, ?, ?, ?, ?) ON CONFLICT(patient_id) DO UPDATE "
+                "SET patient_name = excluded.patient_name",
+                (record.patient_id, record.patient_name, record.birth_date, record.sex, now),
+            )
+            db.execute(
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT(study_uid) DO UPDATE SET last_received = excluded.last_received, "
+                "stable_at = NULL",
+                (
+                    record.study_uid,
+                    record.patient_id,
+                    record.study_date,
+                    record.study_time,
+                    record.study_description,
+                    record.accession_number,
+                    now,
+                    now,
+                ),
+            )
+            db.execute(
+                "INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(series_uid) "
+                "DO NOTHING",
+                (
+                    record.series_uid,
+                    record.study_uid,
+                    record.modality,
+                    record.sop_class_uid,
+                    record.series_number,
+                    record.series_description,
+                    record.frame_of_reference_uid,
+                    record.ignored_reason,
+                ),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.sop_uid,
+                    record.series_uid,
+                    record.sop_class_uid,
+                    record.instance_number,
+                    str(path),
+                    size,
+                    sha256,
+                    record.transfer_syntax_uid,
+                    calling_ae,
+                    now,
+                ),
+            )
+
+    def record_rejection(
+        self, calling_ae: str, sop_class_uid: str, sop_uid: str, status: int, reason: str
+    ) -> None:
+        """Remember an instance we refused, and why."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO rejections (received_at, calling_ae, sop_class_uid, sop_uid, "
+                "status, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), calling_ae, sop_class_uid, sop_uid, status, reason),
+            )
+
+    def record_duplicate(
+        self,
+        sop_uid: str,
+        old_sha256: str,
+        new_sha256: str,
+        policy: str,
+        action: str,
+        calling_ae: str,
+    ) -> None:
+        """Audit a SOP Instance UID received again with different content."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO duplicates (at, sop_uid, old_sha256, new_sha256, policy, action, "
+                "calling_ae) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), sop_uid, old_sha256, new_sha256, policy, action, calling_ae),
+            )
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Read-only query for status reports and tests."""
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())

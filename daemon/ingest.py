@@ -1,0 +1,224 @@
+"""What happens to a received instance: check it, store it durably, index it, then acknowledge.
+
+Nothing is acknowledged before the file is fsynced under its final name and the index row is
+committed. A bad instance is refused with a failure status and recorded with its reason; it never
+touches anything already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import sqlite3
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from daemon.index import Index, InstanceRecord
+from dicom_io.errors import InvalidInputError, StorageError
+from dicom_io.scp import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_MISMATCH,
+    STATUS_DUPLICATE_REFUSED,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+    StoreRequest,
+)
+from dicom_io.storage import InstanceStore, validate_uid
+
+logger = logging.getLogger(__name__)
+
+# SOP classes larc uses; every other storage class is stored and recorded as ignored
+IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+    }
+)
+OTHER_USED_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+        "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+        "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    }
+)
+DUPLICATE_POLICIES = ("keep_newest", "keep_first", "reject")
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse(data: bytes) -> Dataset:
+    """Decode a received instance (file format); :class:`InvalidInputError` when it cannot."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data))
+            ds.SOPInstanceUID  # noqa: B018  (forces the data set to be read to the end)
+    except Exception as exc:
+        raise InvalidInputError(f"not a readable DICOM data set: {exc}") from exc
+    return ds
+
+
+def _check_pixel_data(ds: Dataset, transfer_syntax_uid: str) -> None:
+    if "PixelData" not in ds:
+        raise InvalidInputError("image has no Pixel Data")
+    if UID(transfer_syntax_uid).is_compressed:
+        return  # encapsulated: decoded only where the pipeline needs it
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1))
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"image pixel description is incomplete: {exc}") from exc
+    frames = _int(ds, "NumberOfFrames") or 1
+    expected_bits = rows * columns * samples * bits * frames
+    expected = (expected_bits + 7) // 8
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):
+        raise InvalidInputError(
+            f"Pixel Data has {actual} bytes, but Rows x Columns x SamplesPerPixel x "
+            f"BitsAllocated x frames needs {expected}"
+        )
+
+
+def describe(ds: Dataset, request: StoreRequest) -> InstanceRecord:
+    """The index record of a received instance, after checking it can be used safely."""
+    sop_class = validate_uid(_text(ds, "SOPClassUID"), "SOPClassUID")
+    sop_uid = validate_uid(_text(ds, "SOPInstanceUID"), "SOPInstanceUID")
+    if sop_uid != request.sop_instance_uid.rstrip("\x00 "):
+        raise InvalidInputError("SOPInstanceUID in the data set differs from the C-STORE request")
+    study_uid = validate_uid(_text(ds, "StudyInstanceUID"), "StudyInstanceUID")
+    series_uid = validate_uid(_text(ds, "SeriesInstanceUID"), "SeriesInstanceUID")
+    patient_id = _text(ds, "PatientID").strip()
+    if not patient_id:
+        raise InvalidInputError("PatientID is empty: larc pairs studies by patient")
+    ignored = None
+    if sop_class in IMAGE_SOP_CLASSES:
+        _check_pixel_data(ds, request.transfer_syntax_uid)
+    elif sop_class not in OTHER_USED_SOP_CLASSES:
+        ignored = f"SOP class {UID(sop_class).name} is not used by larc (stored, ignored)"
+    return InstanceRecord(
+        patient_id=patient_id,
+        patient_name=_text(ds, "PatientName"),
+        birth_date=_text(ds, "PatientBirthDate"),
+        sex=_text(ds, "PatientSex"),
+        study_uid=study_uid,
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_description=_text(ds, "StudyDescription"),
+        accession_number=_text(ds, "AccessionNumber"),
+        series_uid=series_uid,
+        modality=_text(ds, "Modality"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        sop_class_uid=sop_class,
+        sop_uid=sop_uid,
+        instance_number=_int(ds, "InstanceNumber"),
+        transfer_syntax_uid=request.transfer_syntax_uid,
+        ignored_reason=ignored,
+    )
+
+
+class Ingest:
+    """The listener's store handler: check, store, index, and only then say success."""
+
+    def __init__(self, store: InstanceStore, index: Index, duplicate_policy: str) -> None:
+        if duplicate_policy not in DUPLICATE_POLICIES:
+            raise ValueError(f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}")
+        self.store = store
+        self.index = index
+        self.duplicate_policy = duplicate_policy
+
+    def _reject(self, request: StoreRequest, status: int, reason: str) -> int:
+        logger.warning(
+            "refused an instance from %s (status 0x%04X): %s", request.calling_ae, status, reason
+        )
+        try:
+            self.index.record_rejection(
+                request.calling_ae,
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                status,
+                reason,
+            )
+        except sqlite3.Error:
+            logger.exception("could not record the rejection in the index")
+        return status
+
+    def __call__(self, request: StoreRequest) -> int:  # noqa: PLR0911  (one return per outcome)
+        """Handle one C-STORE; returns the DIMSE status for the sender."""
+        try:
+            ds = parse(request.data)
+        except InvalidInputError as exc:
+            return self._reject(request, STATUS_CANNOT_UNDERSTAND, str(exc))
+        try:
+            record = describe(ds, request)
+            path = self.store.path_for(record.study_uid, record.series_uid, record.sop_uid)
+        except InvalidInputError as exc:
+            return self._reject(request, STATUS_DATASET_MISMATCH, str(exc))
+
+        sha256 = hashlib.sha256(request.data).hexdigest()
+        old_path: Path | None = None
+        try:
+            existing = self.index.instance(record.sop_uid)
+            if existing is not None:
+                if existing["sha256"] == sha256:
+                    return STATUS_SUCCESS  # the same bytes again: nothing to do
+                action = {
+                    "keep_newest": "replaced",
+                    "keep_first": "kept first",
+                    "reject": "refused",
+                }
+                self.index.record_duplicate(
+                    record.sop_uid,
+                    existing["sha256"],
+                    sha256,
+                    self.duplicate_policy,
+                    action[self.duplicate_policy],
+                    request.calling_ae,
+                )
+                logger.warning(
+                    "instance received again with different content from %s: %s "
+                    "(storage.duplicate_policy=%s)",
+                    request.calling_ae,
+                    action[self.duplicate_policy],
+                    self.duplicate_policy,
+                )
+                if self.duplicate_policy == "keep_first":
+                    return STATUS_SUCCESS
+                if self.duplicate_policy == "reject":
+                    return STATUS_DUPLICATE_REFUSED
+                old_path = Path(existing["path"])
+            stored = self.store.write(path, request.data)
+            self.index.record_instance(
+                record, stored.path, stored.size, stored.sha256, request.calling_ae
+            )
+        except (StorageError, sqlite3.Error) as exc:
+            logger.error("could not store an instance from %s: %s", request.calling_ae, exc)
+            return STATUS_OUT_OF_RESOURCES
+        if old_path is not None and old_path != stored.path:
+            old_path.unlink(missing_ok=True)
+        return STATUS_SUCCESS

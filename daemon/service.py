@@ -1,0 +1,89 @@
+"""The running daemon: storage, index and DICOM listener wired from the settings."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+from types import FrameType
+
+from daemon.index import Index
+from daemon.ingest import Ingest
+from daemon.settings import Settings, TlsSettings
+from dicom_io.scp import Caller, Listener, ListenerOptions
+from dicom_io.storage import InstanceStore
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.sqlite3"
+INSTANCES_DIR = "instances"
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    """A server-side TLS context from the settings, or ``None`` when TLS is off."""
+    if not tls.enabled:
+        return None
+    if tls.key_file is None or tls.cert_file is None:
+        raise ValueError("scp.tls needs both cert_file and key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.ca_file is not None:
+        context.load_verify_locations(tls.ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class Daemon:
+    """Everything ``larc serve`` runs. :meth:`start`, then :meth:`wait` or :meth:`stop`."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.check_secure()
+        self.settings = settings
+        data_dir = settings.storage.data_dir
+        self.store = InstanceStore(data_dir / INSTANCES_DIR)
+        self.index = Index(data_dir / INDEX_FILE)
+        scp = settings.scp
+        self.listener = Listener(
+            ListenerOptions(
+                ae_title=scp.ae_title,
+                bind_address=scp.bind_address,
+                port=scp.port,
+                max_associations=scp.max_associations,
+                max_pdu=scp.max_pdu,
+                allowed_callers=[Caller(c.ae_title, c.host) for c in scp.allowed_callers],
+                ssl_context=tls_context(scp.tls),
+            ),
+            Ingest(self.store, self.index, settings.storage.duplicate_policy),
+        )
+        self._stop_requested = threading.Event()
+        self._closed = False
+
+    def start(self) -> None:
+        """Clean up after a crash, then start listening."""
+        leftovers = self.store.remove_leftovers() if self.store.root.exists() else 0
+        if leftovers:
+            logger.warning("removed %d partial files left by an interrupted write", leftovers)
+        self.listener.start()
+
+    def stop(self) -> None:
+        """Stop listening and close the index."""
+        if self._closed:
+            return
+        self._closed = True
+        self.listener.stop()
+        self.index.close()
+        logger.info("stopped")
+
+    def wait(self) -> None:
+        """Block until SIGTERM or SIGINT, then stop."""
+
+        def _signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s, stopping", signal.Signals(signum).name)
+            self._stop_requested.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        self._stop_requested.wait()
+        self.stop()

@@ -1,0 +1,224 @@
+"""larc's configuration: one YAML file plus environment overrides, validated at start.
+
+Precedence, highest first: command-line flags, environment variables (prefix ``LARC_``, nested
+sections joined with ``__``, e.g. ``LARC_SCP__PORT=11112``), the YAML file, the defaults here.
+Load it once in the entry point with :func:`load_settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+_AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]*[\x21-\x5b\x5d-\x7e])?$")
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def validate_ae_title(value: str) -> str:
+    """An AE title: 1-16 printable ASCII characters, no backslash, no leading/trailing space."""
+    if not 1 <= len(value) <= 16 or not _AE_TITLE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid AE title: use 1-16 printable ASCII characters, "
+            "no backslash, no leading or trailing spaces"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllowedCaller(_Section):
+    """A calling AE title allowed to associate, optionally only from one host or network."""
+
+    ae_title: str
+    host: str | None = Field(
+        default=None, description="IP address or CIDR network the caller must connect from."
+    )
+
+    _check_ae = field_validator("ae_title")(validate_ae_title)
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_network(value, strict=False)
+        return value
+
+
+class TlsSettings(_Section):
+    """TLS for the DICOM listener. Off unless certificate and key are given."""
+
+    cert_file: Path | None = Field(default=None, description="PEM certificate of the listener.")
+    key_file: Path | None = Field(default=None, description="PEM private key of the listener.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle; when set, clients must present a certificate."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether TLS is configured."""
+        return self.cert_file is not None
+
+
+class ScpSettings(_Section):
+    """The DICOM listener (C-ECHO, C-STORE)."""
+
+    ae_title: str = Field(default="LARC", description="Our AE title (called AE the PACS uses).")
+    bind_address: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: Port = Field(default=11112, description="TCP port to listen on.")
+    max_associations: int = Field(default=10, ge=1, le=200, description="Concurrent associations.")
+    max_pdu: int = Field(
+        default=262_144, ge=0, description="Largest PDU we accept, bytes (0: unlimited)."
+    )
+    allowed_callers: tuple[AllowedCaller, ...] = Field(
+        default=(),
+        description=(
+            "Calling AE titles (optionally with host) allowed to associate. Empty: anyone, but "
+            "only while bound to a loopback address."
+        ),
+    )
+    tls: TlsSettings = TlsSettings()
+
+    _check_ae = field_validator("ae_title")(validate_ae_title)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the listener is reachable from this machine only."""
+        return ipaddress.ip_address(self.bind_address).is_loopback
+
+
+class StorageSettings(_Section):
+    """Where received instances and the index live."""
+
+    data_dir: Path = Field(
+        default=Path("larc-data"), description="Storage root: instances and the SQLite index."
+    )
+    duplicate_policy: Literal["keep_newest", "keep_first", "reject"] = Field(
+        default="keep_newest",
+        description=(
+            "A SOP Instance UID received again with different content: keep the newest copy, "
+            "keep the first, or refuse the new one. Both are recorded in the audit table."
+        ),
+    )
+
+
+class AssemblySettings(_Section):
+    """When a study counts as complete."""
+
+    stable_age_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds without new instances after which a study is stable.",
+    )
+
+
+class PacsSettings(_Section):
+    """The PACS we query for priors and send results to."""
+
+    ae_title: str | None = Field(default=None, description="The PACS's AE title.")
+    host: str | None = Field(default=None, description="The PACS's host name or address.")
+    port: Port | None = Field(default=None, description="The PACS's DICOM port.")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae(cls, value: str | None) -> str | None:
+        return None if value is None else validate_ae_title(value)
+
+
+class LogSettings(_Section):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    json_lines: bool = Field(default=False, description="JSON lines instead of plain text.")
+
+
+class Settings(BaseSettings):
+    """All of larc's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LARC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    scp: ScpSettings = ScpSettings()
+    storage: StorageSettings = StorageSettings()
+    assembly: AssemblySettings = AssemblySettings()
+    pacs: PacsSettings = PacsSettings()
+    log: LogSettings = LogSettings()
+
+    def check_secure(self) -> None:
+        """Refuse a listener reachable from the network that anyone could store to."""
+        if not self.scp.allowed_callers and not self.scp.loopback_only:
+            raise ConfigError(
+                f"scp.bind_address is {self.scp.bind_address}, reachable from the network, and "
+                "scp.allowed_callers is empty: anyone could store to larc. List the PACS and "
+                "scanners in scp.allowed_callers, or bind to 127.0.0.1."
+            )
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the bad key and what to do."""
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        env = "LARC_" + "__".join(str(p).upper() for p in item["loc"] if isinstance(p, str))
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{key}: {item['msg']}{shown} [environment: {env}]")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config_file`` (YAML), the environment and ``overrides`` (flags).
+
+    ``overrides`` are nested dicts by section, e.g. ``scp={"port": 11112}``. Raises
+    :class:`ConfigError` naming every bad key.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+
+    class _Sources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(
+                    YamlConfigSettingsSource(settings_cls, yaml_file=config_file, deep_merge=True)
+                )
+            return tuple(sources)
+
+    try:
+        return _Sources(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    except (OSError, ValueError) as exc:  # unreadable file, YAML syntax
+        raise ConfigError(f"cannot read configuration {config_file}: {exc}") from exc

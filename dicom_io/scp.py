@@ -1,0 +1,194 @@
+"""The DICOM listener: Verification and Storage SCP on pynetdicom, with access control and TLS.
+
+What to do with a received instance is the caller's business (a :data:`StoreHandler`); this
+module makes sure the handler sees the encoded bytes without decoding, that every exception
+becomes a failure status (never a success, never a dead listener), and that sockets disable
+Nagle's algorithm.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.transport import ThreadedAssociationServer
+
+logger = logging.getLogger(__name__)
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_DUPLICATE_REFUSED = 0x0111
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One C-STORE as received: who sent what, and the encoded dataset in file format."""
+
+    calling_ae: str
+    peer_address: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    data: bytes
+
+
+StoreHandler = Callable[[StoreRequest], int]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An allowed calling AE title, optionally only from ``network`` (IP or CIDR)."""
+
+    ae_title: str
+    network: str | None = None
+
+    def admits(self, ae_title: str, address: str) -> bool:
+        """Whether this entry lets ``ae_title`` in from ``address``."""
+        if ae_title.strip() != self.ae_title:
+            return False
+        if self.network is None:
+            return True
+        return ipaddress.ip_address(address) in ipaddress.ip_network(self.network, strict=False)
+
+
+@dataclass(frozen=True)
+class ListenerOptions:
+    """How the listener presents itself and whom it lets in."""
+
+    ae_title: str
+    bind_address: str
+    port: int
+    max_associations: int = 10
+    max_pdu: int = 262_144
+    allowed_callers: Sequence[Caller] = ()
+    ssl_context: ssl.SSLContext | None = None
+
+
+class _NoDelayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        if self.socket is None:
+            raise OSError("the listener socket is closed")
+        client, address = self.socket.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
+
+
+class Listener:
+    """A running Storage SCP. :meth:`start` binds and serves in a thread; :meth:`stop` ends it."""
+
+    def __init__(self, options: ListenerOptions, on_store: StoreHandler) -> None:
+        self.options = options
+        self._on_store = on_store
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        # accept any storage SOP class, known or not; unknown ones are recorded as ignored
+        pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
+        ae = AE(ae_title=options.ae_title)
+        ae.maximum_associations = options.max_associations
+        ae.maximum_pdu_size = options.max_pdu
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.acse_timeout = 30
+        ae.add_supported_context(VERIFICATION_SOP_CLASS, ALL_TRANSFER_SYNTAXES)
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self._ae = ae
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when 0 was asked for)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and start serving; raises ``OSError`` when the address cannot be bound."""
+        opts = self.options
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_c_store),
+        ]
+        self._server = self._ae.make_server(
+            (opts.bind_address, opts.port),
+            ssl_context=opts.ssl_context,
+            evt_handlers=handlers,
+            server_class=_NoDelayServer,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="dicom-listener", daemon=True
+        )
+        self._thread.start()
+        logger.info(
+            "listening as %s on %s:%d%s",
+            opts.ae_title,
+            opts.bind_address,
+            self.port,
+            " (TLS)" if opts.ssl_context else "",
+        )
+
+    def stop(self) -> None:
+        """Stop accepting, and end open associations."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._ae.shutdown()
+
+    # -- event handlers ------------------------------------------------------------------------
+
+    def _on_requested(self, event: Any) -> None:
+        allowed = self.options.allowed_callers
+        if not allowed:
+            return
+        calling = event.assoc.requestor.primitive.calling_ae_title
+        calling = calling.decode("ascii", "replace") if isinstance(calling, bytes) else calling
+        address = event.assoc.requestor.address
+        if any(caller.admits(calling, address) for caller in allowed):
+            return
+        logger.warning(
+            "rejected association from AE %r at %s: not in scp.allowed_callers "
+            "(add it there to let it store)",
+            calling.strip(),
+            address,
+        )
+        event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, service user, calling AE
+
+    def _on_echo(self, event: Any) -> int:
+        logger.debug("C-ECHO from %s", event.assoc.requestor.ae_title)
+        return STATUS_SUCCESS
+
+    def _on_c_store(self, event: Any) -> int:
+        assoc = event.assoc
+        try:
+            request = StoreRequest(
+                calling_ae=str(assoc.requestor.ae_title).strip(),
+                peer_address=str(assoc.requestor.address),
+                sop_class_uid=str(event.request.AffectedSOPClassUID),
+                sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                data=event.encoded_dataset(include_meta=True),
+            )
+        except Exception:  # a malformed request: nothing to store, tell the sender
+            logger.exception("cannot read the C-STORE request from %s", assoc.requestor.address)
+            return STATUS_CANNOT_UNDERSTAND
+        try:
+            return self._on_store(request)
+        except Exception:  # the handler must not kill the association or the listener
+            logger.exception("storing an instance from %s failed", request.calling_ae)
+            return STATUS_OUT_OF_RESOURCES

@@ -1,0 +1,95 @@
+"""Durable instance store: paths built only from validated UIDs, atomic fsynced writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_io.errors import InvalidInputError, StorageError
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def validate_uid(value: object, name: str) -> str:
+    """``value`` if it is a valid DICOM UID (digits and dots, no leading zeros, <= 64 chars)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"{name} is missing")
+    text = value.rstrip("\x00 ")
+    if len(text) > 64:
+        raise InvalidInputError(f"{name} is longer than 64 characters")
+    if not _UID.match(text):
+        raise InvalidInputError(f"{name} is not a valid UID (digits and dots only)")
+    return text
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where an instance was written, its size and content hash."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class InstanceStore:
+    """Files under ``root``/<study>/<series>/<sop>.dcm, each written atomically and fsynced."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        """The path of an instance; raises :class:`InvalidInputError` for a bad UID."""
+        parts = (
+            validate_uid(study_uid, "StudyInstanceUID"),
+            validate_uid(series_uid, "SeriesInstanceUID"),
+            validate_uid(sop_uid, "SOPInstanceUID") + ".dcm",
+        )
+        return self.root.joinpath(*parts)
+
+    def write(self, path: Path, data: bytes) -> StoredFile:
+        """Write ``data`` to ``path`` (from :meth:`path_for`): temp file, fsync, atomic rename.
+
+        A crash leaves either the old file or the new one, never a partial file under ``path``.
+        Raises :class:`StorageError` when the disk refuses.
+        """
+        folder = path.parent
+        try:
+            new_folder = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                Path(temp).replace(path)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(folder)
+            if new_folder:  # make the new folders themselves durable
+                for parent in (folder.parent, folder.parent.parent):
+                    _fsync_dir(parent)
+        except OSError as exc:
+            raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
+        return StoredFile(path, len(data), hashlib.sha256(data).hexdigest())
+
+    def remove_leftovers(self) -> int:
+        """Delete temp files a crash left behind; returns how many. Call at start-up."""
+        count = 0
+        for temp in self.root.rglob(".incoming-*.part"):
+            temp.unlink(missing_ok=True)
+            count += 1
+        return count

@@ -130,6 +130,7 @@ class Listener:
             evt_handlers=handlers,
             server_class=_NoDelayServer,
         )
+        self._ae._servers.append(self._server)  # as start_server does; shutdown() removes it
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="dicom-listener", daemon=True
         )
@@ -145,10 +146,10 @@ class Listener:
     def stop(self) -> None:
         """Stop accepting, and end open associations."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.shutdown()  # closes the socket and deregisters from the AE
             self._server = None
-        self._ae.shutdown()
+        for assoc in self._ae.active_associations:
+            assoc.abort()
 
     # -- event handlers ------------------------------------------------------------------------
 

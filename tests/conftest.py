@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
 
 from dicom_io.synthetic.cohort import CohortResult, CohortSpec, generate_cohort
 
@@ -145,9 +147,14 @@ class DaemonProcess:
 
 
 def start_daemon(
-    data_dir: Path, port: int | None = None, config: Path | None = None, extra: tuple[str, ...] = ()
+    data_dir: Path,
+    port: int | None = None,
+    config: Path | None = None,
+    extra: tuple[str, ...] = (),
+    probe_tls: Path | None = None,
 ) -> DaemonProcess:
-    """Start ``larc serve`` and wait until it answers C-ECHO (dcmtk echoscu)."""
+    """Start ``larc serve`` and wait until it answers C-ECHO (dcmtk echoscu; over TLS, trusting
+    the certificate ``probe_tls``, when given)."""
     port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
     args = [LARC, "serve", "--port", str(port), "--data-dir", str(data_dir), *extra]
@@ -161,7 +168,7 @@ def start_daemon(
     while True:
         if proc.poll() is not None:
             pytest.fail(f"larc serve exited at start-up:\n{daemon.log()[-3000:]}")
-        if echo(port, calling_ae="LARCTEST"):
+        if tls_echo(port, probe_tls) if probe_tls else echo(port, calling_ae="LARCTEST"):
             return daemon
         if time.monotonic() > deadline:
             stop_process(proc)
@@ -179,6 +186,22 @@ def echo(port: int, calling_ae: str = "ECHOSCU", called_ae: str = "LARC") -> boo
         env={**os.environ, "TCP_NODELAY": "1"},
     )
     return run.returncode == 0
+
+
+def tls_echo(port: int, ca_file: Path) -> bool:
+    """Whether a C-ECHO over TLS (pynetdicom, trusting ``ca_file``) succeeds."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    ae = AE(ae_title="LARCTEST")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title="LARC", tls_args=(context, "127.0.0.1"))
+    except OSError:
+        return False
+    if not assoc.is_established:
+        return False
+    ok = bool(assoc.send_c_echo().Status == 0)
+    assoc.release()
+    return ok
 
 
 def storescu(

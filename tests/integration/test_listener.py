@@ -30,8 +30,12 @@ def _index(daemon: DaemonProcess) -> sqlite3.Connection:
     return db
 
 
-def test_echo(daemon: DaemonProcess) -> None:
+def test_echo_and_a_clean_stop_on_sigterm(daemon: DaemonProcess) -> None:
     assert echo(daemon.port)
+    stop_process(daemon.proc)
+    assert daemon.proc.returncode == 0
+    assert "Traceback" not in daemon.log()
+    assert "stopped" in daemon.log()
 
 
 def test_storescu_stores_every_instance_byte_for_byte_and_indexes_it(

@@ -20,7 +20,7 @@ def larc(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     run = larc("--help")
     assert run.returncode == 0
-    for command in ("synth", "demo"):
+    for command in ("serve", "status", "config", "synth", "demo"):
         assert command in run.stdout
     assert "research use only" in run.stdout
 
@@ -77,3 +77,20 @@ def test_demo_prints_the_cohort_summary(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "SYN0002" in run.stdout
     assert (tmp_path / "demo" / "manifest.json").exists()
+
+
+def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text("scp:\n  port: 4242\n")
+    run = larc("config", "check", "--config", str(config))
+    assert run.returncode == 0, run.stderr
+    assert "port: 4242" in run.stdout
+    assert "configuration OK" in run.stderr
+
+
+def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text("storage:\n  duplicate_policy: keep_all\n")
+    run = larc("config", "check", "--config", str(config))
+    assert run.returncode == 2
+    assert "storage.duplicate_policy" in run.stderr

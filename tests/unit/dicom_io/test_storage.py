@@ -1,0 +1,47 @@
+"""The instance store: only valid UIDs reach a path; writes are atomic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_io.errors import InvalidInputError
+from dicom_io.storage import InstanceStore, validate_uid
+
+
+@pytest.mark.parametrize(
+    "uid",
+    ["", "1.2.abc", "../../etc/passwd", "1.02.3", "1..2", "1.2.", "1." + "2" * 70, "1.2/3"],
+)
+def test_malformed_uids_never_become_paths(tmp_path: Path, uid: str) -> None:
+    store = InstanceStore(tmp_path)
+    with pytest.raises(InvalidInputError):
+        store.path_for("1.2.3", "1.2.3.4", uid)
+    with pytest.raises(InvalidInputError):
+        store.path_for(uid, "1.2.3.4", "1.2.3.4.5")
+
+
+def test_valid_uid_with_trailing_padding_is_accepted() -> None:
+    assert validate_uid("1.2.840.10008.1.1\x00", "X") == "1.2.840.10008.1.1"
+    assert validate_uid("0.1.2", "X") == "0.1.2"
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = InstanceStore(tmp_path)
+    path = store.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    first = store.write(path, b"first version")
+    assert path.read_bytes() == b"first version"
+    second = store.write(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert first.sha256 != second.sha256
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_leftover_partial_files_are_removed_at_start(tmp_path: Path) -> None:
+    store = InstanceStore(tmp_path)
+    path = store.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    store.write(path, b"kept")
+    (path.parent / ".incoming-abc.part").write_bytes(b"half")
+    assert store.remove_leftovers() == 1
+    assert path.read_bytes() == b"kept"

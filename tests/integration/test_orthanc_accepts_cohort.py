@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
+from dicom_io.peers import Orthanc, store_files
 from dicom_io.synthetic.cohort import CohortResult
 from dicom_io.synthetic.vendors import Role
-from tests.conftest import OrthancServer, require_tool
+from tests.conftest import require_tool
 
 
 @pytest.mark.integration
-def test_storescu_into_orthanc_stores_every_object(
-    cohort: CohortResult, orthanc: OrthancServer
-) -> None:
-    storescu = require_tool("/usr/bin/storescu")  # dcmtk's, not pynetdicom's in the venv
+def test_storescu_into_orthanc_stores_every_object(cohort: CohortResult, orthanc: Orthanc) -> None:
+    require_tool("/usr/bin/storescu")  # dcmtk's, not pynetdicom's in the venv
     patient = cohort.patients[0]
     folder = cohort.out_dir / patient.patient_id
     files = sorted(folder.rglob("*.dcm"))
-    run = subprocess.run(
-        [
-            storescu,
-            "--required",  # propose exactly the SOP classes of the files (SEG is not a default)
-            "-aet",
-            "SCANNER",
-            "-aec",
-            orthanc.aet,
-            "+sd",
-            "+r",
-            "127.0.0.1",
-            str(orthanc.dicom_port),
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "TCP_NODELAY": "1"},
-    )
+    run = store_files(orthanc.dicom_port, orthanc.aet, folder)
     assert run.returncode == 0, run.stderr[-2000:]
 
     statistics = orthanc.get("/statistics")

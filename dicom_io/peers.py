@@ -1,0 +1,183 @@
+"""Real DICOM peers on loopback for tests, benchmarks and the harness: Orthanc, dcmtk storescp.
+
+Each is started on free ports with its own folders and stopped by PID. dcmtk and Orthanc read
+TCP_NODELAY from the environment; it is set, or small instances crawl at ~15/s (Nagle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ORTHANC = "/usr/sbin/Orthanc"
+STORESCP = "/usr/bin/storescp"
+STORESCU = "/usr/bin/storescu"  # dcmtk's; the venv's pynetdicom also installs a 'storescu'
+NODELAY_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Stop a process we started: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+@dataclass
+class Orthanc:
+    """A private Orthanc: DICOM port, AE title, REST port, and its process."""
+
+    dicom_port: int
+    http_port: int
+    proc: subprocess.Popen[bytes]
+    aet: str = "ORTHANC"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the REST API."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str) -> Any:
+        """GET a REST resource as JSON."""
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def get_bytes(self, path: str) -> tuple[str, bytes]:
+        """GET a REST resource as (content type, bytes)."""
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310
+            return response.headers.get("Content-Type", ""), response.read()
+
+    def stop(self) -> None:
+        """Stop Orthanc by its PID."""
+        stop_process(self.proc)
+
+    @classmethod
+    def start(
+        cls, folder: Path, modalities: dict[str, list[Any]] | None = None, **config: Any
+    ) -> Orthanc:
+        """Start Orthanc (Debian package) with storage under ``folder``; waits for its REST API."""
+        if not Path(ORTHANC).exists():
+            raise FileNotFoundError(f"{ORTHANC} not found: install the Debian package 'orthanc'")
+        dicom_port, http_port = free_port(), free_port()
+        settings = {
+            "Name": "larc-peer-orthanc",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": modalities or {},
+            "Plugins": [],
+            **config,
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "orthanc.json").write_text(json.dumps(settings, indent=2))
+        with (folder / "orthanc.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [ORTHANC, str(folder / "orthanc.json")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=NODELAY_ENV,
+            )
+        server = cls(dicom_port, http_port, proc)
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                log_tail = (folder / "orthanc.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"Orthanc exited at start-up:\n{log_tail}")
+            with contextlib.suppress(OSError):
+                server.get("/system")
+                return server
+            if time.monotonic() > deadline:
+                server.stop()
+                raise TimeoutError("Orthanc did not answer on its REST port within 30 s")
+            time.sleep(0.2)
+
+
+@dataclass
+class Storescp:
+    """dcmtk's storescp writing every received instance to a folder."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    aet: str = "STORESCP"
+
+    def stop(self) -> None:
+        """Stop storescp by its PID."""
+        stop_process(self.proc)
+
+    @classmethod
+    def start(cls, folder: Path) -> Storescp:
+        """Start storescp on a free port, writing into ``folder``."""
+        binary = shutil.which(STORESCP) or STORESCP
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "-aet", "STORESCP", "-od", str(folder), str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=NODELAY_ENV,
+        )
+        wait_for_port(port, proc)
+        return cls(port, proc)
+
+
+def store_files(
+    port: int, called_ae: str, *paths: Path, calling_ae: str = "SCANNER", timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Send files or folders with dcmtk storescu in one association (only the needed contexts)."""
+    return subprocess.run(
+        [
+            STORESCU,
+            "--required",
+            "-aet",
+            calling_ae,
+            "-aec",
+            called_ae,
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            str(port),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env=NODELAY_ENV,
+    )

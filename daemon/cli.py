@@ -28,6 +28,9 @@ app = typer.Typer(
 )
 
 
+# what the global options asked for; commands that load settings fill the gaps from `log.*`
+_log_options: dict[str, Any] = {"level": None, "json": False}
+
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -62,16 +65,18 @@ def main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
-    ] = "INFO",
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR [default: log.level]."),
+    ] = None,
     log_json: Annotated[
         bool, typer.Option("--log-json", help="Log JSON lines instead of plain text.")
     ] = False,
 ) -> None:
     """Common options."""
-    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+    if log_level is not None and log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
-    configure_logging(log_level, log_json)
+    _log_options.update(level=log_level, json=log_json)
+    configure_logging(log_level or "INFO", log_json)
 
 
 def _print_table(rows: list[dict[str, str]]) -> None:
@@ -212,6 +217,10 @@ def serve(
         storage={"data_dir": data_dir} if data_dir else None,
         assembly={"stable_age_s": stable_age_s} if stable_age_s else None,
     )
+    configure_logging(
+        _log_options["level"] or settings.log.level,
+        bool(_log_options["json"]) or settings.log.json_lines,
+    )
     try:
         daemon = Daemon(settings)
         daemon.start()
@@ -239,6 +248,14 @@ def config_check(config: ConfigOption = None) -> None:
         raise typer.Exit(code=2) from exc
     typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).rstrip())
     typer.echo("configuration OK", err=True)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown): every setting, default, variable, meaning."""
+    from daemon.settings import reference_markdown
+
+    typer.echo(reference_markdown().rstrip())
 
 
 @app.command()

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -74,14 +75,14 @@ def parse(data: bytes) -> Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data))
-            ds.SOPInstanceUID  # noqa: B018  (forces the data set to be read to the end)
+            # large values (pixel data) are not read: their length is all the checks need
+            ds = pydicom.dcmread(io.BytesIO(data), defer_size=4096)
     except Exception as exc:
         raise InvalidInputError(f"not a readable DICOM data set: {exc}") from exc
     return ds
 
 
-def _check_pixel_data(ds: Dataset, transfer_syntax_uid: str) -> None:
+def _check_pixel_data(ds: Dataset, transfer_syntax_uid: str, available: int) -> None:
     if "PixelData" not in ds:
         raise InvalidInputError("image has no Pixel Data")
     if UID(transfer_syntax_uid).is_compressed:
@@ -95,7 +96,16 @@ def _check_pixel_data(ds: Dataset, transfer_syntax_uid: str) -> None:
     frames = _int(ds, "NumberOfFrames") or 1
     expected_bits = rows * columns * samples * bits * frames
     expected = (expected_bits + 7) // 8
-    actual = len(ds.PixelData)
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None:  # deferred: not read
+        actual = int(element.length)
+        if element.value_tell + actual > available:
+            raise InvalidInputError(
+                f"Pixel Data is truncated: {actual} bytes announced, "
+                f"{available - element.value_tell} received"
+            )
+    else:
+        actual = len(ds.PixelData)
     if actual not in (expected, expected + 1):
         raise InvalidInputError(
             f"Pixel Data has {actual} bytes, but Rows x Columns x SamplesPerPixel x "
@@ -116,7 +126,7 @@ def describe(ds: Dataset, request: StoreRequest) -> InstanceRecord:
         raise InvalidInputError("PatientID is empty: larc pairs studies by patient")
     ignored = None
     if sop_class in IMAGE_SOP_CLASSES:
-        _check_pixel_data(ds, request.transfer_syntax_uid)
+        _check_pixel_data(ds, request.transfer_syntax_uid, len(request.data))
     elif sop_class not in OTHER_USED_SOP_CLASSES:
         ignored = f"SOP class {UID(sop_class).name} is not used by larc (stored, ignored)"
     return InstanceRecord(
@@ -212,7 +222,7 @@ class Ingest:
                 if self.duplicate_policy == "reject":
                     return STATUS_DUPLICATE_REFUSED
                 old_path = Path(existing["path"])
-            stored = self.store.write(path, request.data)
+            stored = self.store.write(path, request.data, sha256)
             self.index.record_instance(
                 record, stored.path, stored.size, stored.sha256, request.calling_ae
             )

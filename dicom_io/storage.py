@@ -58,8 +58,10 @@ class InstanceStore:
         )
         return self.root.joinpath(*parts)
 
-    def write(self, path: Path, data: bytes) -> StoredFile:
+    def write(self, path: Path, data: bytes, sha256: str | None = None) -> StoredFile:
         """Write ``data`` to ``path`` (from :meth:`path_for`): temp file, fsync, atomic rename.
+
+        ``sha256`` is the hex digest of ``data`` when the caller has it already.
 
         A crash leaves either the old file or the new one, never a partial file under ``path``.
         Raises :class:`StorageError` when the disk refuses.
@@ -84,7 +86,7 @@ class InstanceStore:
                     _fsync_dir(parent)
         except OSError as exc:
             raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
-        return StoredFile(path, len(data), hashlib.sha256(data).hexdigest())
+        return StoredFile(path, len(data), sha256 or hashlib.sha256(data).hexdigest())
 
     def remove_leftovers(self) -> int:
         """Delete temp files a crash left behind; returns how many. Call at start-up."""

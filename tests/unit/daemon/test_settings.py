@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import ConfigError, load_settings
+from daemon.settings import ConfigError, load_settings, reference_markdown
 
 
 def test_defaults_are_a_loopback_listener_on_11112() -> None:
@@ -59,3 +59,16 @@ def test_network_listener_without_allow_list_is_refused() -> None:
 def test_allowed_caller_host_must_be_an_address_or_network() -> None:
     with pytest.raises(ConfigError, match="allowed_callers"):
         load_settings(scp={"allowed_callers": [{"ae_title": "PACS", "host": "pacs.example"}]})
+
+
+def test_configuration_reference_in_docs_is_current() -> None:
+    committed = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
+    assert committed.rstrip() == reference_markdown().rstrip(), (
+        "docs/configuration.md is stale: run `larc config reference > docs/configuration.md`"
+    )
+
+
+def test_every_setting_is_documented() -> None:
+    text = reference_markdown()
+    for key in ("scp.port", "scp.tls.cert_file", "storage.duplicate_policy", "log.level"):
+        assert f"`{key}`" in text

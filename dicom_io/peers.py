@@ -85,13 +85,30 @@ class Orthanc:
 
     @classmethod
     def start(
-        cls, folder: Path, modalities: dict[str, list[Any]] | None = None, **config: Any
+        cls,
+        folder: Path,
+        modalities: dict[str, list[Any]] | None = None,
+        base_config: Path | None = None,
+        **config: Any,
     ) -> Orthanc:
-        """Start Orthanc (Debian package) with storage under ``folder``; waits for its REST API."""
+        """Start Orthanc (Debian package) with storage under ``folder``; waits for its REST API.
+
+        ``base_config`` (e.g. deploy/orthanc/orthanc.json) is read first; ports, folders,
+        ``modalities`` and ``config`` replace its values, and its Lua scripts are taken from
+        beside it.
+        """
         if not Path(ORTHANC).exists():
             raise FileNotFoundError(f"{ORTHANC} not found: install the Debian package 'orthanc'")
         dicom_port, http_port = free_port(), free_port()
+        base: dict[str, Any] = {}
+        if base_config is not None:
+            base = json.loads(base_config.read_text())
+            base["LuaScripts"] = [
+                str(base_config.parent / script) for script in base.get("LuaScripts", [])
+            ]
+            base.pop("RegisteredUsers", None)
         settings = {
+            **base,
             "Name": "larc-peer-orthanc",
             "StorageDirectory": str(folder / "storage"),
             "IndexDirectory": str(folder / "index"),
@@ -101,7 +118,7 @@ class Orthanc:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False,
-            "DicomModalities": modalities or {},
+            "DicomModalities": modalities or base.get("DicomModalities", {}),
             "Plugins": [],
             **config,
         }

@@ -258,9 +258,38 @@ def config_reference() -> None:
     typer.echo(reference_markdown().rstrip())
 
 
+def _print_studies(index: Any, patient_id: str) -> None:
+    for study in index.query(
+        "SELECT s.*, (SELECT COUNT(*) FROM instances i JOIN series r USING (series_uid) "
+        "WHERE r.study_uid = s.study_uid) AS n FROM studies s WHERE patient_id = ? "
+        "ORDER BY study_date",
+        (patient_id,),
+    ):
+        state = "stable" if study["stable_at"] else "receiving"
+        timepoint = study["timepoint"] or "-"
+        typer.echo(
+            f"  study {study['study_date']} {study['description']!r}: {study['n']} instances, "
+            f"{state}, timepoint {timepoint}"
+            + (f" ({study['timepoint_reason']})" if study["timepoint_reason"] else "")
+        )
+        for series in index.query(
+            "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
+            "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
+            "ORDER BY r.series_number",
+            (study["study_uid"],),
+        ):
+            role = series["role"] or "(not yet classified)"
+            why = series["role_reason"] or series["ignored_reason"] or ""
+            typer.echo(
+                f"    series {series['series_number']} {series['modality']} "
+                f"{series['description']!r}: {series['n']} instances -> {role}"
+                + (f" ({why})" if why else "")
+            )
+
+
 @app.command()
 def status(config: ConfigOption = None) -> None:
-    """List patients, studies and series in the index, and recent rejections."""
+    """List patients, studies (timepoints), series (roles and why), cases, recent rejections."""
     from daemon.index import Index
     from daemon.service import INDEX_FILE
 
@@ -271,24 +300,15 @@ def status(config: ConfigOption = None) -> None:
         raise typer.Exit(code=2)
     index = Index(path)
     try:
-        for study in index.query(
-            "SELECT s.*, (SELECT COUNT(*) FROM instances i JOIN series r USING (series_uid) "
-            "WHERE r.study_uid = s.study_uid) AS n FROM studies s ORDER BY patient_id, study_date"
-        ):
-            typer.echo(
-                f"{study['patient_id']}  study {study['study_date']} "
-                f"{study['description']!r}: {study['n']} instances"
-            )
-            for series in index.query(
-                "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
-                "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
-                "ORDER BY r.series_number",
-                (study["study_uid"],),
+        for patient in index.query("SELECT * FROM patients ORDER BY patient_id"):
+            typer.echo(f"patient {patient['patient_id']}")
+            _print_studies(index, patient["patient_id"])
+            for case in index.query(
+                "SELECT * FROM cases WHERE patient_id = ? ORDER BY kind", (patient["patient_id"],)
             ):
-                note = f"  [{series['ignored_reason']}]" if series["ignored_reason"] else ""
                 typer.echo(
-                    f"    series {series['series_number']} {series['modality']} "
-                    f"{series['description']!r}: {series['n']} instances{note}"
+                    f"  case {case['case_id']} {case['kind']} v{case['version']}: "
+                    f"{case['state']} - {case['reason']}"
                 )
         rejections = index.query("SELECT * FROM rejections ORDER BY id DESC LIMIT 20")
         if rejections:

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS studies (
     accession_number TEXT,
     first_received REAL NOT NULL,
     last_received REAL NOT NULL,
-    stable_at REAL
+    stable_at REAL,
+    timepoint TEXT,
+    timepoint_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY,
@@ -46,7 +48,11 @@ CREATE TABLE IF NOT EXISTS series (
     series_number INTEGER,
     description TEXT,
     frame_of_reference_uid TEXT,
-    ignored_reason TEXT
+    ignored_reason TEXT,
+    role TEXT,
+    role_reason TEXT,
+    b_values TEXT,
+    referenced_series_uid TEXT
 );
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -71,6 +77,28 @@ CREATE TABLE IF NOT EXISTS rejections (
     sop_uid TEXT,
     status INTEGER NOT NULL,
     reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    baseline_study_uid TEXT,
+    restaging_study_uid TEXT,
+    inputs TEXT,
+    fingerprint TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_history (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    fingerprint TEXT,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS duplicates (
     id INTEGER PRIMARY KEY,
@@ -171,7 +199,8 @@ class Index:
                 (record.patient_id, record.patient_name, record.birth_date, record.sex, now),
             )
             db.execute(
-                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                "INSERT INTO studies (study_uid, patient_id, study_date, study_time, description, "
+                "accession_number, first_received, last_received) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(study_uid) DO UPDATE SET last_received = excluded.last_received, "
                 "stable_at = NULL",
                 (
@@ -186,8 +215,9 @@ class Index:
                 ),
             )
             db.execute(
-                "INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(series_uid) "
-                "DO NOTHING",
+                "INSERT INTO series (series_uid, study_uid, modality, sop_class_uid, "
+                "series_number, description, frame_of_reference_uid, ignored_reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(series_uid) DO NOTHING",
                 (
                     record.series_uid,
                     record.study_uid,
@@ -242,6 +272,71 @@ class Index:
                 "calling_ae) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), sop_uid, old_sha256, new_sha256, policy, action, calling_ae),
             )
+
+    # -- assembly, roles, timepoints, cases ----------------------------------------------------
+
+    def studies_due(self, quiet_since: float) -> list[sqlite3.Row]:
+        """Studies not yet stable whose last instance arrived before ``quiet_since``."""
+        return self.query(
+            "SELECT * FROM studies WHERE stable_at IS NULL AND last_received <= ?", (quiet_since,)
+        )
+
+    def mark_stable(self, study_uid: str, at: float) -> None:
+        """Record that a study became stable (unless an instance arrived meanwhile)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE studies SET stable_at = ? WHERE study_uid = ? AND last_received <= ?",
+                (at, study_uid, at),
+            )
+
+    def set_series_role(
+        self, series_uid: str, role: str, reason: str, b_values: str, referenced: str | None
+    ) -> None:
+        """Store the role given to a series and why."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE series SET role = ?, role_reason = ?, b_values = ?, "
+                "referenced_series_uid = ? WHERE series_uid = ?",
+                (role, reason, b_values, referenced, series_uid),
+            )
+
+    def set_timepoints(self, timepoints: dict[str, tuple[str, str]]) -> None:
+        """Store each study's timepoint and the reason: {study_uid: (timepoint, reason)}."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE studies SET timepoint = ?, timepoint_reason = ? WHERE study_uid = ?",
+                [(tp, reason, uid) for uid, (tp, reason) in timepoints.items()],
+            )
+
+    def upsert_case(self, row: dict[str, Any], new_version: bool) -> None:
+        """Insert or update a case, adding a history entry for every state or version change."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO cases (case_id, patient_id, kind, version, state, reason, "
+                "baseline_study_uid, restaging_study_uid, inputs, fingerprint, updated_at) "
+                "VALUES (:case_id, :patient_id, :kind, :version, :state, :reason, "
+                ":baseline_study_uid, :restaging_study_uid, :inputs, :fingerprint, :now) "
+                "ON CONFLICT(case_id) DO UPDATE SET version = excluded.version, "
+                "state = excluded.state, reason = excluded.reason, "
+                "baseline_study_uid = excluded.baseline_study_uid, "
+                "restaging_study_uid = excluded.restaging_study_uid, inputs = excluded.inputs, "
+                "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                {**row, "now": now},
+            )
+            if new_version:
+                db.execute(
+                    "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        row["case_id"],
+                        row["version"],
+                        row["state"],
+                        row["reason"],
+                        row["fingerprint"],
+                        now,
+                    ),
+                )
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read-only query for status reports and tests."""

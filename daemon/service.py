@@ -8,8 +8,10 @@ import ssl
 import threading
 from types import FrameType
 
+from daemon.assembly import Assembler, load_rules
 from daemon.index import Index
 from daemon.ingest import Ingest
+from daemon.pairing import PairingPolicy
 from daemon.settings import Settings, TlsSettings
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.storage import InstanceStore
@@ -57,6 +59,18 @@ class Daemon:
             ),
             Ingest(self.store, self.index, settings.storage.duplicate_policy),
         )
+        pairing = settings.pairing
+        self.assembler = Assembler(
+            self.index,
+            settings.assembly.stable_age_s,
+            PairingPolicy(
+                pairing.restaging_pattern,
+                pairing.baseline_pattern,
+                pairing.min_interval_days,
+                pairing.max_interval_days,
+            ),
+            load_rules(settings.roles.rules_file),
+        )
         self._stop_requested = threading.Event()
         self._closed = False
 
@@ -66,6 +80,7 @@ class Daemon:
         if leftovers:
             logger.warning("removed %d partial files left by an interrupted write", leftovers)
         self.listener.start()
+        self.assembler.start()
 
     def stop(self) -> None:
         """Stop listening and close the index."""
@@ -73,6 +88,7 @@ class Daemon:
             return
         self._closed = True
         self.listener.stop()
+        self.assembler.stop()
         self.index.close()
         logger.info("stopped")
 

@@ -129,6 +129,34 @@ class AssemblySettings(_Section):
     )
 
 
+class PairingSettings(_Section):
+    """How a patient's studies become baseline and restaging."""
+
+    restaging_pattern: str = Field(
+        default=r"re-?stag|post.?(treat|therapy|chemo|crt|nct)|response",
+        description="Regex (case-insensitive) on StudyDescription marking a restaging study.",
+    )
+    baseline_pattern: str = Field(
+        default=r"baseline|pre.?(treat|therapy)|(?<!re)staging",
+        description="Regex (case-insensitive) on StudyDescription marking a baseline study.",
+    )
+    min_interval_days: int = Field(
+        default=21, ge=0, description="Shortest gap between baseline and restaging."
+    )
+    max_interval_days: int = Field(
+        default=200, ge=1, description="Longest gap between baseline and restaging."
+    )
+
+
+class RolesSettings(_Section):
+    """Series-role rules."""
+
+    rules_file: Path | None = Field(
+        default=None,
+        description="YAML list of role rules replacing the built-in ones (see README).",
+    )
+
+
 class PacsSettings(_Section):
     """The PACS we query for priors and send results to."""
 
@@ -166,6 +194,8 @@ class Settings(BaseSettings):
     scp: ScpSettings = ScpSettings()
     storage: StorageSettings = StorageSettings()
     assembly: AssemblySettings = AssemblySettings()
+    pairing: PairingSettings = PairingSettings()
+    roles: RolesSettings = RolesSettings()
     pacs: PacsSettings = PacsSettings()
     log: LogSettings = LogSettings()
 

@@ -1,0 +1,193 @@
+"""Study assembly: after a quiet period a study is stable; its series get roles, the patient's
+studies get timepoints, and the patient's cases are (re)decided. A late instance re-opens a study.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pydicom
+import yaml
+from pydantic import TypeAdapter
+
+from daemon.cases import (
+    READY,
+    CaseDecision,
+    SeriesFacts,
+    StudyInputs,
+    case_id,
+    decide_cases,
+)
+from daemon.index import Index
+from daemon.pairing import PairingPolicy, StudyFacts, assign_timepoints
+from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, SeriesSummary, assign_role
+from dicom_io.roles import referenced_series as mask_reference
+
+logger = logging.getLogger(__name__)
+
+ReadyHandler = Callable[[str, int, str], None]  # (case id, version, kind)
+_IMAGING_ROLES = {SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC, SeriesRole.CE_T1}
+
+
+def load_rules(path: Path | None) -> tuple[RoleRule, ...]:
+    """Role rules from a YAML list, or the built-in defaults."""
+    if path is None:
+        return DEFAULT_RULES
+    data = yaml.safe_load(path.read_text())
+    return tuple(TypeAdapter(list[RoleRule]).validate_python(data))
+
+
+def log_ready(case: str, version: int, kind: str) -> None:
+    """The hand-off until workers exist: say that a case is ready."""
+    logger.info("case %s (%s) version %d is ready", case, kind, version)
+
+
+class Assembler:
+    """Turns stable studies into roles, timepoints and cases; :meth:`run_once` does one pass."""
+
+    def __init__(
+        self,
+        index: Index,
+        stable_age_s: float,
+        policy: PairingPolicy,
+        rules: Sequence[RoleRule] = DEFAULT_RULES,
+        on_ready: ReadyHandler = log_ready,
+    ) -> None:
+        self.index = index
+        self.stable_age_s = stable_age_s
+        self.policy = policy
+        self.rules = rules
+        self.on_ready = on_ready
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: float | None = None) -> list[str]:
+        """Process studies that became stable; returns their UIDs."""
+        now = time.time() if now is None else now
+        due = self.index.studies_due(now - self.stable_age_s)
+        patients = set()
+        for study in due:
+            self._classify(study["study_uid"])
+            self.index.mark_stable(study["study_uid"], now)
+            patients.add(study["patient_id"])
+            logger.info("study %s is stable", study["study_uid"][-12:])
+        for patient_id in sorted(patients):
+            self._update_patient(patient_id)
+        return [s["study_uid"] for s in due]
+
+    def _classify(self, study_uid: str) -> None:
+        for series in self.index.query("SELECT * FROM series WHERE study_uid = ?", (study_uid,)):
+            paths = [
+                r["path"]
+                for r in self.index.query(
+                    "SELECT path FROM instances WHERE series_uid = ?", (series["series_uid"],)
+                )
+            ]
+            if not paths:
+                continue
+            try:
+                headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+                summary = SeriesSummary.from_headers(headers)
+                role, reason = assign_role(summary, self.rules)
+                reference = (
+                    mask_reference(headers[0])
+                    if role in (SeriesRole.RTSTRUCT, SeriesRole.SEG)
+                    else None
+                )
+                b_values = json.dumps(list(summary.b_values))
+            except (OSError, ValueError, AttributeError) as exc:
+                role, reason, reference, b_values = (
+                    SeriesRole.IGNORED,
+                    f"headers unreadable: {exc}",
+                    None,
+                    "[]",
+                )
+            self.index.set_series_role(series["series_uid"], role, reason, b_values, reference)
+
+    def _update_patient(self, patient_id: str) -> None:
+        studies = self.index.query(
+            "SELECT * FROM studies WHERE patient_id = ? AND stable_at IS NOT NULL", (patient_id,)
+        )
+        series_of: dict[str, list[SeriesFacts]] = {}
+        for study in studies:
+            series_of[study["study_uid"]] = [
+                SeriesFacts(r["series_uid"], r["role"] or "", r["n"], r["referenced_series_uid"])
+                for r in self.index.query(
+                    "SELECT s.*, COUNT(i.sop_uid) AS n FROM series s LEFT JOIN instances i "
+                    "USING (series_uid) WHERE s.study_uid = ? GROUP BY s.series_uid",
+                    (study["study_uid"],),
+                )
+            ]
+        imaging = [
+            StudyFacts(s["study_uid"], s["study_date"] or "", s["description"] or "")
+            for s in studies
+            if any(f.role in _IMAGING_ROLES for f in series_of[s["study_uid"]])
+        ]
+        timepoints = assign_timepoints(imaging, self.policy)
+        self.index.set_timepoints(timepoints)
+        inputs = [
+            StudyInputs(uid, timepoint, series_of[uid])
+            for uid, (timepoint, _) in timepoints.items()
+        ]
+        for decision in decide_cases(inputs):
+            self._store_case(patient_id, decision)
+
+    def _store_case(self, patient_id: str, decision: CaseDecision) -> None:
+        cid = case_id(patient_id, decision.kind)
+        rows = self.index.query("SELECT * FROM cases WHERE case_id = ?", (cid,))
+        old = rows[0] if rows else None
+        fingerprint = decision.fingerprint
+        if old is not None and old["fingerprint"] == fingerprint and old["state"] != "waiting":
+            return  # same inputs, already past waiting: nothing new
+        version = 1 if old is None else int(old["version"])
+        new_version = old is None
+        if decision.state == READY and old is not None and old["state"] != "waiting":
+            version += 1  # new inputs for a case that was already ready or further
+            new_version = True
+        changed = old is None or old["state"] != decision.state or new_version
+        self.index.upsert_case(
+            {
+                "case_id": cid,
+                "patient_id": patient_id,
+                "kind": decision.kind,
+                "version": version,
+                "state": decision.state,
+                "reason": decision.reason,
+                "baseline_study_uid": decision.baseline_study_uid,
+                "restaging_study_uid": decision.restaging_study_uid,
+                "inputs": json.dumps(decision.inputs, sort_keys=True),
+                "fingerprint": fingerprint,
+            },
+            new_version=changed,
+        )
+        if decision.state == READY and changed:
+            self.on_ready(cid, version, decision.kind)
+        elif changed:
+            logger.info("case %s (%s) waiting: %s", cid, decision.kind, decision.reason)
+
+    # -- background loop -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run :meth:`run_once` in a thread, a few times per stable age."""
+        interval = min(1.0, self.stable_age_s / 4)
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.run_once()
+                except Exception:  # keep assembling; the next pass retries
+                    logger.exception("study assembly pass failed")
+
+        self._thread = threading.Thread(target=loop, name="assembly", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop (after the current pass)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

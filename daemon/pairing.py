@@ -1,0 +1,98 @@
+"""Which of a patient's studies is the baseline and which the restaging."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+
+BASELINE = "baseline"
+RESTAGING = "restaging"
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What pairing looks at for one study."""
+
+    study_uid: str
+    study_date: str  # YYYYMMDD
+    description: str
+
+
+@dataclass(frozen=True)
+class PairingPolicy:
+    """Description patterns first, then date order within an interval."""
+
+    restaging_pattern: str
+    baseline_pattern: str
+    min_interval_days: int
+    max_interval_days: int
+
+
+def _date(value: str) -> datetime.date | None:
+    try:
+        return datetime.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def assign_timepoints(
+    studies: list[StudyFacts], policy: PairingPolicy
+) -> dict[str, tuple[str, str]]:
+    """{study_uid: (timepoint, reason)} for one patient's rectal MR studies."""
+    out: dict[str, tuple[str, str]] = {}
+    dated = sorted(
+        (s for s in studies if _date(s.study_date) is not None),
+        key=lambda s: (s.study_date, s.study_uid),
+    )
+    for study in studies:
+        if _date(study.study_date) is None:
+            out[study.study_uid] = (OTHER, "no valid StudyDate: cannot be ordered")
+
+    def says(study: StudyFacts, pattern: str) -> bool:
+        return re.search(pattern, study.description, re.IGNORECASE) is not None
+
+    marked_restaging = [s for s in dated if says(s, policy.restaging_pattern)]
+    marked_baseline = [
+        s for s in dated if s not in marked_restaging and says(s, policy.baseline_pattern)
+    ]
+    baseline: StudyFacts | None
+    if marked_baseline:
+        baseline = marked_baseline[0]
+        why = f"description {baseline.description!r} marks a baseline"
+    else:
+        unmarked = [s for s in dated if s not in marked_restaging]
+        baseline = unmarked[0] if unmarked else None
+        why = "earliest study of the patient"
+    if baseline is None:
+        for study in marked_restaging:
+            out[study.study_uid] = (
+                RESTAGING,
+                f"description {study.description!r} marks a restaging; no baseline on hand",
+            )
+        return out
+    out[baseline.study_uid] = (BASELINE, why)
+    start = _date(baseline.study_date) or datetime.date.min
+    restaging: StudyFacts | None = None
+    for study in dated:
+        if study is baseline:
+            continue
+        gap = ((_date(study.study_date) or start) - start).days
+        in_range = policy.min_interval_days <= gap <= policy.max_interval_days
+        if restaging is None and in_range and (study in marked_restaging or not marked_restaging):
+            restaging = study
+            what = (
+                f"description {study.description!r} marks a restaging"
+                if study in marked_restaging
+                else "next study"
+            )
+            out[study.study_uid] = (RESTAGING, f"{what}, {gap} days after the baseline")
+        else:
+            out[study.study_uid] = (
+                OTHER,
+                f"{gap} days after the baseline: not the restaging "
+                f"(pairing.min/max_interval_days {policy.min_interval_days}-"
+                f"{policy.max_interval_days})",
+            )
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pydicom
@@ -156,7 +157,7 @@ def test_sigkill_mid_transfer_loses_nothing_that_was_acknowledged(
         sender.wait()
     assert len(acknowledged) == 150, daemon.log()[-2000:]
 
-    restarted = start_daemon(data_dir, port=daemon.port)
+    restarted = start_daemon(data_dir, port=daemon.port, extra=("--stable-age-s", "1"))
     try:
         with _index(restarted) as db:
             stored = {r["sop_uid"]: r["path"] for r in db.execute("SELECT * FROM instances")}
@@ -172,5 +173,16 @@ def test_sigkill_mid_transfer_loses_nothing_that_was_acknowledged(
             (dupes,) = db.execute("SELECT COUNT(*) FROM duplicates").fetchone()
         assert count == 500
         assert dupes == 0, "re-sent identical instances are no-ops, not duplicates"
+        # the study still becomes stable, and its patient gets one case of each kind, once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with _index(restarted) as db:
+                stable = db.execute("SELECT stable_at FROM studies").fetchone()[0]
+                cases = db.execute("SELECT kind FROM cases ORDER BY kind").fetchall()
+            if stable and len(cases) == 2:
+                break
+            time.sleep(0.3)
+        assert stable
+        assert [c[0] for c in cases] == ["baseline", "response"]
     finally:
         stop_process(restarted.proc)

@@ -24,7 +24,7 @@ from daemon.cases import (
     decide_cases,
 )
 from daemon.index import Index
-from daemon.pairing import PairingPolicy, StudyFacts, assign_timepoints
+from daemon.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
 from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, SeriesSummary, assign_role
 from dicom_io.roles import referenced_series as mask_reference
 
@@ -57,12 +57,14 @@ class Assembler:
         policy: PairingPolicy,
         rules: Sequence[RoleRule] = DEFAULT_RULES,
         on_ready: ReadyHandler = log_ready,
+        on_missing_baseline: Callable[[str, str], None] | None = None,
     ) -> None:
         self.index = index
         self.stable_age_s = stable_age_s
         self.policy = policy
         self.rules = rules
         self.on_ready = on_ready
+        self.on_missing_baseline = on_missing_baseline
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -136,6 +138,9 @@ class Assembler:
         ]
         for decision in decide_cases(inputs):
             self._store_case(patient_id, decision)
+        found = {timepoint for timepoint, _ in timepoints.values()}
+        if self.on_missing_baseline is not None and RESTAGING in found and BASELINE not in found:
+            self.on_missing_baseline(patient_id, case_id(patient_id, "response"))
 
     def _store_case(self, patient_id: str, decision: CaseDecision) -> None:
         cid = case_id(patient_id, decision.kind)

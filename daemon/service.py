@@ -12,8 +12,10 @@ from daemon.assembly import Assembler, load_rules
 from daemon.index import Index
 from daemon.ingest import Ingest
 from daemon.pairing import PairingPolicy
+from daemon.priors import PriorRetriever
 from daemon.settings import Settings, TlsSettings
 from dicom_io.scp import Caller, Listener, ListenerOptions
+from dicom_io.scu import PacsNode
 from dicom_io.storage import InstanceStore
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Daemon:
             Ingest(self.store, self.index, settings.storage.duplicate_policy),
         )
         pairing = settings.pairing
+        self.priors = self._prior_retriever(settings)
         self.assembler = Assembler(
             self.index,
             settings.assembly.stable_age_s,
@@ -70,9 +73,24 @@ class Daemon:
                 pairing.max_interval_days,
             ),
             load_rules(settings.roles.rules_file),
+            on_missing_baseline=self.priors.request if self.priors else None,
         )
         self._stop_requested = threading.Event()
         self._closed = False
+
+    def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:
+        pacs = settings.pacs
+        if pacs.ae_title is None or pacs.host is None or pacs.port is None:
+            return None
+        node = PacsNode(pacs.ae_title, pacs.host, pacs.port, calling_ae=settings.scp.ae_title)
+
+        def known(patient_id: str) -> set[str]:
+            rows = self.index.query(
+                "SELECT study_uid FROM studies WHERE patient_id = ?", (patient_id,)
+            )
+            return {r["study_uid"] for r in rows}
+
+        return PriorRetriever(node, settings.scp.ae_title, known)
 
     def start(self) -> None:
         """Clean up after a crash, then start listening."""
@@ -89,6 +107,8 @@ class Daemon:
         self._closed = True
         self.listener.stop()
         self.assembler.stop()
+        if self.priors is not None:
+            self.priors.stop()
         self.index.close()
         logger.info("stopped")
 

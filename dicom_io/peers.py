@@ -89,6 +89,7 @@ class Orthanc:
         folder: Path,
         modalities: dict[str, list[Any]] | None = None,
         base_config: Path | None = None,
+        dicom_port: int | None = None,
         **config: Any,
     ) -> Orthanc:
         """Start Orthanc (Debian package) with storage under ``folder``; waits for its REST API.
@@ -99,7 +100,7 @@ class Orthanc:
         """
         if not Path(ORTHANC).exists():
             raise FileNotFoundError(f"{ORTHANC} not found: install the Debian package 'orthanc'")
-        dicom_port, http_port = free_port(), free_port()
+        dicom_port, http_port = dicom_port or free_port(), free_port()
         base: dict[str, Any] = {}
         if base_config is not None:
             base = json.loads(base_config.read_text())

@@ -99,48 +99,41 @@ def _study_inputs(
     return inputs, missing
 
 
+# what each kind of case needs: the timepoints, and in each study a series for every requirement
+CASE_REQUIREMENTS: dict[str, tuple[tuple[str, ...], tuple[tuple[SeriesRole, ...], ...]]] = {
+    BASELINE_CASE: ((BASELINE,), ((SeriesRole.T2W_AX,), (SeriesRole.DWI, SeriesRole.ADC))),
+    RESPONSE_CASE: (
+        (BASELINE, RESTAGING),
+        ((SeriesRole.T2W_AX,), (SeriesRole.DWI,), (SeriesRole.CE_T1,)),
+    ),
+}
+
+
 def decide_cases(studies: Sequence[StudyInputs]) -> list[CaseDecision]:
     """The baseline and response cases of one patient."""
     by_timepoint = {s.timepoint: s for s in studies if s.timepoint in (BASELINE, RESTAGING)}
-    baseline = by_timepoint.get(BASELINE)
-    restaging = by_timepoint.get(RESTAGING)
     decisions = []
-
-    base_inputs: dict[str, str] = {}
-    base_missing = ["no baseline study"]
-    if baseline is not None:
-        base_inputs, base_missing = _study_inputs(
-            baseline, ((SeriesRole.T2W_AX,), (SeriesRole.DWI, SeriesRole.ADC)), BASELINE
+    for kind, (timepoints, needed) in CASE_REQUIREMENTS.items():
+        inputs: dict[str, str] = {}
+        missing: list[str] = []
+        for label in timepoints:
+            study = by_timepoint.get(label)
+            if study is None:
+                missing.append(f"no {label} study")
+                continue
+            found, lacking = _study_inputs(study, needed, label)
+            inputs.update(found)
+            missing.extend(lacking)
+        baseline = by_timepoint.get(BASELINE)
+        restaging = by_timepoint.get(RESTAGING) if RESTAGING in timepoints else None
+        decisions.append(
+            CaseDecision(
+                kind=kind,
+                state=WAITING if missing else READY,
+                reason="; ".join(missing) or "inputs complete",
+                baseline_study_uid=baseline.study_uid if baseline else None,
+                restaging_study_uid=restaging.study_uid if restaging else None,
+                inputs=inputs,
+            )
         )
-    decisions.append(
-        CaseDecision(
-            kind=BASELINE_CASE,
-            state=WAITING if base_missing else READY,
-            reason="; ".join(base_missing) or "inputs complete",
-            baseline_study_uid=baseline.study_uid if baseline else None,
-            restaging_study_uid=None,
-            inputs=base_inputs,
-        )
-    )
-
-    needed = ((SeriesRole.T2W_AX,), (SeriesRole.DWI,), (SeriesRole.CE_T1,))
-    inputs: dict[str, str] = {}
-    missing: list[str] = []
-    for label, study in ((BASELINE, baseline), (RESTAGING, restaging)):
-        if study is None:
-            missing.append(f"no {label} study")
-            continue
-        found, lacking = _study_inputs(study, needed, label)
-        inputs.update(found)
-        missing.extend(lacking)
-    decisions.append(
-        CaseDecision(
-            kind=RESPONSE_CASE,
-            state=WAITING if missing else READY,
-            reason="; ".join(missing) or "inputs complete",
-            baseline_study_uid=baseline.study_uid if baseline else None,
-            restaging_study_uid=restaging.study_uid if restaging else None,
-            inputs=inputs,
-        )
-    )
     return decisions

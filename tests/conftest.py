@@ -129,6 +129,18 @@ def storescu(
     return store_files(port, "LARC", *paths, calling_ae=calling_ae)
 
 
+def larc_status(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`larc status` on the index under ``data_dir``, as an operator runs it."""
+    return subprocess.run(
+        [LARC, "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"LARC_STORAGE__DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"},
+    )
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A fresh ``larc serve`` on a free port with its own data directory."""

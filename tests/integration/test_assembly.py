@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from dicom_io.synthetic.cohort import CohortResult
 from dicom_io.synthetic.vendors import Role
-from tests.conftest import LARC, DaemonProcess, start_daemon, stop_process, storescu
+from tests.conftest import DaemonProcess, larc_status, start_daemon, stop_process, storescu
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +62,7 @@ def test_a_complete_patient_is_paired_into_two_ready_cases(
     for study in patient.studies.values():
         for role, series in study.series.items():
             assert roles[series.series_instance_uid] == expected[role]
-    status = subprocess.run(
-        [LARC, "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"LARC_STORAGE__DATA_DIR": str(quick_daemon.data_dir), "PATH": "/usr/bin:/bin"},
-    )
+    status = larc_status(quick_daemon.data_dir)
     assert "response v1: ready" in status.stdout
     assert "timepoint restaging" in status.stdout
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -15,7 +14,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
 
 from dicom_io.synthetic.cohort import CohortResult
-from tests.conftest import LARC, DaemonProcess, echo
+from tests.conftest import DaemonProcess, echo, larc_status
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +99,7 @@ def test_other_storage_classes_are_stored_and_marked_ignored(daemon: DaemonProce
     assert _send(daemon, ct) == [0x0000]
     (series,) = _rows(daemon, "SELECT * FROM series")
     assert "not used by larc" in series["ignored_reason"]
-    run = subprocess.run(
-        [LARC, "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"LARC_STORAGE__DATA_DIR": str(daemon.data_dir), "PATH": "/usr/bin:/bin"},
-    )
+    run = larc_status(daemon.data_dir)
     assert run.returncode == 0, run.stderr
     assert "not used by larc" in run.stdout
 

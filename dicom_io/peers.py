@@ -176,23 +176,20 @@ class Storescp:
 
 
 def store_files(
-    port: int, called_ae: str, *paths: Path, calling_ae: str = "SCANNER", timeout_s: float = 600
+    port: int,
+    called_ae: str,
+    *paths: Path,
+    calling_ae: str = "SCANNER",
+    timeout_s: float = 600,
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Send files or folders with dcmtk storescu in one association (only the needed contexts)."""
+    """Send files or folders with dcmtk storescu in one association (only the needed contexts).
+
+    ``options`` go to storescu, e.g. ``("-xr",)`` to propose RLE for RLE-compressed files.
+    """
+    args = [STORESCU, "--required", *options, "-aet", calling_ae, "-aec", called_ae, "+sd", "+r"]
     return subprocess.run(
-        [
-            STORESCU,
-            "--required",
-            "-aet",
-            calling_ae,
-            "-aec",
-            called_ae,
-            "+sd",
-            "+r",
-            "127.0.0.1",
-            str(port),
-            *map(str, paths),
-        ],
+        [*args, "127.0.0.1", str(port), *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=timeout_s,

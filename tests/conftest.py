@@ -122,11 +122,11 @@ def start_daemon(
 
 
 def storescu(
-    port: int, *paths: Path, calling_ae: str = "SCANNER"
+    port: int, *paths: Path, calling_ae: str = "SCANNER", options: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """dcmtk storescu (not pynetdicom's) sending files or folders to larc in one association."""
     require_tool("/usr/bin/storescu")
-    return store_files(port, "LARC", *paths, calling_ae=calling_ae)
+    return store_files(port, "LARC", *paths, calling_ae=calling_ae, options=options)
 
 
 def larc_status(data_dir: Path) -> subprocess.CompletedProcess[str]:

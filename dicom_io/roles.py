@@ -116,10 +116,11 @@ class SeriesSummary:
         if not headers:
             raise ValueError("a series needs at least one instance")
         first = headers[0]
-        b_values = sorted({b for b in (b_value(ds) for ds in headers) if b is not None})
+        b_values = sorted({b for ds in headers for b in _b_values(ds)})
         normal = None
-        if "ImageOrientationPatient" in first:
-            iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+        orientation = _orientation(first)
+        if orientation is not None:
+            iop = np.asarray([float(v) for v in orientation])
             n = np.cross(iop[:3], iop[3:])
             normal = (float(n[0]), float(n[1]), float(n[2]))
         return cls(
@@ -129,8 +130,29 @@ class SeriesSummary:
             b_values=tuple(b_values),
             contrast=bool(str(first.get("ContrastBolusAgent", "")).strip()),
             normal=normal,
-            instances=len(headers),
+            instances=sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in headers),
         )
+
+
+def _orientation(ds: Dataset) -> list[float] | None:
+    """ImageOrientationPatient of a classic image, or of an enhanced (multi-frame) one."""
+    if "ImageOrientationPatient" in ds:
+        return list(ds.ImageOrientationPatient)
+    for name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(name)
+        if groups and groups[0].get("PlaneOrientationSequence"):
+            return list(groups[0].PlaneOrientationSequence[0].ImageOrientationPatient)
+    return None
+
+
+def _b_values(ds: Dataset) -> set[float]:
+    """b-values of an image: its own tags, and each frame's MR Diffusion macro (enhanced MR)."""
+    found = {b} if (b := b_value(ds)) is not None else set()
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
+        for diffusion in frame.get("MRDiffusionSequence", []):
+            if diffusion.get("DiffusionBValue") is not None:
+                found.add(float(diffusion.DiffusionBValue))
+    return found
 
 
 def _orientation_ok(wanted: str, normal: tuple[float, float, float] | None) -> bool:

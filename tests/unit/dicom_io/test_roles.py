@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from dicom_io.roles import SeriesRole, SeriesSummary, assign_role, referenced_series
 from dicom_io.synthetic.biology import draw_patient
@@ -56,3 +57,29 @@ def test_each_vendor_study_gets_the_right_roles(vendor: str, tmp_path: Path) -> 
 def test_unknown_series_is_ignored_with_a_reason() -> None:
     summary = SeriesSummary("MR", "t1_tse_tra", "ORIGINAL\\PRIMARY", (), False, (0, 0, 1), 20)
     assert assign_role(summary) == (SeriesRole.IGNORED, "no rule matched")
+
+
+def test_enhanced_mr_orientation_b_values_and_frames_are_read() -> None:
+    ds = Dataset()
+    ds.Modality = "MR"
+    ds.SeriesDescription = "DWI enhanced"
+    ds.NumberOfFrames = 4
+    plane = Dataset()
+    plane.ImageOrientationPatient = [1, 0, 0, 0, 0.96, -0.28]
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [plane]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for b in (0, 800, 0, 800):
+        diffusion = Dataset()
+        diffusion.DiffusionBValue = b
+        frame = Dataset()
+        frame.MRDiffusionSequence = [diffusion]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    summary = SeriesSummary.from_headers([ds])
+    assert summary.normal is not None
+    assert summary.normal[2] == pytest.approx(0.96)
+    assert summary.b_values == (0.0, 800.0)
+    assert summary.instances == 4
+    assert assign_role(summary)[0] is SeriesRole.DWI

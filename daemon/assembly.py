@@ -126,7 +126,12 @@ class Assembler:
                 )
             ]
         imaging = [
-            StudyFacts(s["study_uid"], s["study_date"] or "", s["description"] or "")
+            StudyFacts(
+                s["study_uid"],
+                s["study_date"] or "",
+                s["description"] or "",
+                s["time_point_id"] or "",
+            )
             for s in studies
             if any(f.role in _IMAGING_ROLES for f in series_of[s["study_uid"]])
         ]

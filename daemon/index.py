@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS studies (
     first_received REAL NOT NULL,
     last_received REAL NOT NULL,
     stable_at REAL,
+    time_point_id TEXT,
     timepoint TEXT,
     timepoint_reason TEXT
 );
@@ -126,6 +127,7 @@ class InstanceRecord:
     study_time: str
     study_description: str
     accession_number: str
+    time_point_id: str
     series_uid: str
     modality: str
     series_number: int | None
@@ -200,7 +202,8 @@ class Index:
             )
             db.execute(
                 "INSERT INTO studies (study_uid, patient_id, study_date, study_time, description, "
-                "accession_number, first_received, last_received) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "accession_number, first_received, last_received, time_point_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(study_uid) DO UPDATE SET last_received = excluded.last_received, "
                 "stable_at = NULL",
                 (
@@ -212,6 +215,7 @@ class Index:
                     record.accession_number,
                     now,
                     now,
+                    record.time_point_id,
                 ),
             )
             db.execute(

@@ -139,6 +139,7 @@ def describe(ds: Dataset, request: StoreRequest) -> InstanceRecord:
         study_time=_text(ds, "StudyTime"),
         study_description=_text(ds, "StudyDescription"),
         accession_number=_text(ds, "AccessionNumber"),
+        time_point_id=_text(ds, "ClinicalTrialTimePointID"),
         series_uid=series_uid,
         modality=_text(ds, "Modality"),
         series_number=_int(ds, "SeriesNumber"),

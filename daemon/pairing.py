@@ -18,6 +18,7 @@ class StudyFacts:
     study_uid: str
     study_date: str  # YYYYMMDD
     description: str
+    time_point_id: str = ""  # ClinicalTrialTimePointID, when the site sets it
 
 
 @dataclass(frozen=True)
@@ -50,17 +51,26 @@ def assign_timepoints(
         if _date(study.study_date) is None:
             out[study.study_uid] = (OTHER, "no valid StudyDate: cannot be ordered")
 
-    def says(study: StudyFacts, pattern: str) -> bool:
-        return re.search(pattern, study.description, re.IGNORECASE) is not None
+    def mark(study: StudyFacts) -> str | None:
+        """What the explicit time point ID, else the description, says the study is."""
+        for text in (study.time_point_id, study.description):
+            if text and re.search(policy.restaging_pattern, text, re.IGNORECASE):
+                return RESTAGING
+            if text and re.search(policy.baseline_pattern, text, re.IGNORECASE):
+                return BASELINE
+        return None
 
-    marked_restaging = [s for s in dated if says(s, policy.restaging_pattern)]
-    marked_baseline = [
-        s for s in dated if s not in marked_restaging and says(s, policy.baseline_pattern)
-    ]
+    def source(study: StudyFacts) -> str:
+        if study.time_point_id and mark(StudyFacts("", "", "", study.time_point_id)):
+            return f"ClinicalTrialTimePointID {study.time_point_id!r}"
+        return f"description {study.description!r}"
+
+    marked_restaging = [s for s in dated if mark(s) == RESTAGING]
+    marked_baseline = [s for s in dated if mark(s) == BASELINE]
     baseline: StudyFacts | None
     if marked_baseline:
         baseline = marked_baseline[0]
-        why = f"description {baseline.description!r} marks a baseline"
+        why = f"{source(baseline)} marks a baseline"
     else:
         unmarked = [s for s in dated if s not in marked_restaging]
         baseline = unmarked[0] if unmarked else None
@@ -69,7 +79,7 @@ def assign_timepoints(
         for study in marked_restaging:
             out[study.study_uid] = (
                 RESTAGING,
-                f"description {study.description!r} marks a restaging; no baseline on hand",
+                f"{source(study)} marks a restaging; no baseline on hand",
             )
         return out
     out[baseline.study_uid] = (BASELINE, why)
@@ -83,9 +93,7 @@ def assign_timepoints(
         if restaging is None and in_range and (study in marked_restaging or not marked_restaging):
             restaging = study
             what = (
-                f"description {study.description!r} marks a restaging"
-                if study in marked_restaging
-                else "next study"
+                f"{source(study)} marks a restaging" if study in marked_restaging else "next study"
             )
             out[study.study_uid] = (RESTAGING, f"{what}, {gap} days after the baseline")
         else:

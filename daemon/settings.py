@@ -134,11 +134,17 @@ class PairingSettings(_Section):
 
     restaging_pattern: str = Field(
         default=r"re-?stag|post.?(treat|therapy|chemo|crt|nct)|response",
-        description="Regex (case-insensitive) on StudyDescription marking a restaging study.",
+        description=(
+            "Regex (case-insensitive) on ClinicalTrialTimePointID, else StudyDescription, "
+            "marking a restaging study."
+        ),
     )
     baseline_pattern: str = Field(
         default=r"baseline|pre.?(treat|therapy)|(?<!re)staging",
-        description="Regex (case-insensitive) on StudyDescription marking a baseline study.",
+        description=(
+            "Regex (case-insensitive) on ClinicalTrialTimePointID, else StudyDescription, "
+            "marking a baseline study."
+        ),
     )
     min_interval_days: int = Field(
         default=21, ge=0, description="Shortest gap between baseline and restaging."

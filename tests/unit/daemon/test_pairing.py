@@ -52,3 +52,13 @@ def test_a_study_without_a_date_is_set_aside_with_a_reason() -> None:
     result = assign_timepoints([StudyFacts("x", "", "MRI")], POLICY)
     assert result["x"][0] == OTHER
     assert "StudyDate" in result["x"][1]
+
+
+def test_clinical_trial_time_point_id_wins_over_the_description() -> None:
+    studies = [
+        StudyFacts("a", "20250101", "MR Rectum Restaging", time_point_id="BASELINE"),
+        StudyFacts("b", "20250310", "MRI PELVIS", time_point_id="POST-NCT"),
+    ]
+    result = assign_timepoints(studies, POLICY)
+    assert {k: v[0] for k, v in result.items()} == {"a": BASELINE, "b": RESTAGING}
+    assert "ClinicalTrialTimePointID 'BASELINE'" in result["a"][1]

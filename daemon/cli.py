@@ -19,17 +19,15 @@ app = typer.Typer(
     name="larc",
     help=(
         "larc: AI scoring of rectal-cancer MRI next to a PACS (research use only - not for "
-        "diagnostic decisions).\n\nBuilt so far: the DICOM listener with durable store and "
-        "index (serve, status, config check), the synthetic cohort generator (synth) and the "
-        "demo. Study pairing, the pipeline and workers are on the roadmap (see README)."
+        "diagnostic decisions).\n\nBuilt so far: the DICOM node - listener, durable store and "
+        "index, study assembly, series roles, baseline/restaging pairing, prior retrieval "
+        "(serve, status, config) - the synthetic cohort generator (synth) and the demo. The "
+        "imaging pipeline, models and workers are on the roadmap (see README)."
     ),
     no_args_is_help=True,
     add_completion=False,
 )
 
-
-# what the global options asked for; commands that load settings fill the gaps from `log.*`
-_log_options: dict[str, Any] = {"level": None, "json": False}
 
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -60,6 +58,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -75,7 +74,8 @@ def main(
     """Common options."""
     if log_level is not None and log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
-    _log_options.update(level=log_level, json=log_json)
+    # what the global options asked for; commands that load settings fill the gaps from `log.*`
+    ctx.obj = {"log_level": log_level, "log_json": log_json}
     configure_logging(log_level or "INFO", log_json)
 
 
@@ -189,6 +189,7 @@ def demo(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     config: ConfigOption = None,
     port: Annotated[int | None, typer.Option(help="DICOM port (scp.port).")] = None,
     ae_title: Annotated[str | None, typer.Option(help="Our AE title (scp.ae_title).")] = None,
@@ -217,9 +218,10 @@ def serve(
         storage={"data_dir": data_dir} if data_dir else None,
         assembly={"stable_age_s": stable_age_s} if stable_age_s else None,
     )
+    asked = ctx.obj or {}
     configure_logging(
-        _log_options["level"] or settings.log.level,
-        bool(_log_options["json"]) or settings.log.json_lines,
+        asked.get("log_level") or settings.log.level,
+        bool(asked.get("log_json")) or settings.log.json_lines,
     )
     try:
         daemon = Daemon(settings)

@@ -67,10 +67,14 @@ class Assembler:
         self.on_missing_baseline = on_missing_baseline
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pass = threading.Lock()  # one pass at a time, whoever calls run_once
 
     def run_once(self, now: float | None = None) -> list[str]:
         """Process studies that became stable; returns their UIDs."""
-        now = time.time() if now is None else now
+        with self._pass:
+            return self._run_once(time.time() if now is None else now)
+
+    def _run_once(self, now: float) -> list[str]:
         due = self.index.studies_due(now - self.stable_age_s)
         patients = set()
         for study in due:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -42,6 +46,57 @@ def _associate(node: PacsNode, context: str) -> Association:
             f"cannot associate with PACS {node.ae_title} at {node.host}:{node.port}"
         )
     return assoc
+
+
+@dataclass
+class SendResult:
+    """What a C-STORE batch achieved: instances stored, and each failure with its status."""
+
+    sent: int = 0
+    failed: list[tuple[Path, int]] = field(default_factory=list)
+
+
+def _nodelay(assoc: Association) -> None:
+    """Disable Nagle on the association's socket (pynetdicom leaves it on)."""
+    wrapper = assoc.dul.socket
+    raw = getattr(wrapper, "socket", None)
+    if isinstance(raw, socket.socket):
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def send_files(
+    host: str, port: int, called_ae: str, calling_ae: str, paths: Sequence[Path]
+) -> SendResult:
+    """C-STORE ``paths`` (DICOM files) in one association, each in its own transfer syntax.
+
+    Raises :class:`PacsUnavailableError` when the peer refuses the association.
+    """
+    contexts: dict[tuple[str, str], None] = {}
+    for path in paths:
+        meta = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        contexts[(str(meta.SOPClassUID), str(meta.file_meta.TransferSyntaxUID))] = None
+    if len(contexts) > 128:
+        raise InvalidInputError("more than 128 SOP class / transfer syntax pairs in one batch")
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise PacsUnavailableError(f"{called_ae} at {host}:{port} refused the association")
+    _nodelay(assoc)
+    result = SendResult()
+    try:
+        for path in paths:
+            status = assoc.send_c_store(path)
+            code = int(status.Status) if "Status" in status else -1
+            if code in (0x0000, 0xB000, 0xB006, 0xB007):
+                result.sent += 1
+            else:
+                result.failed.append((path, code))
+    finally:
+        assoc.release()
+    return result
 
 
 def find_studies(node: PacsNode, patient_id: str, modality: str = "MR") -> list[Dataset]:

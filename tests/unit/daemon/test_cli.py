@@ -72,11 +72,15 @@ def test_synth_refuses_a_folder_that_holds_other_files(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").exists()
 
 
-def test_demo_prints_the_cohort_summary(tmp_path: Path) -> None:
+def test_demo_sends_the_cohort_to_the_daemon_and_prints_the_cases(tmp_path: Path) -> None:
     run = larc("demo", "--out", str(tmp_path / "demo"), "--patients", "2")
     assert run.returncode == 0, run.stderr
-    assert "SYN0002" in run.stdout
     assert (tmp_path / "demo" / "manifest.json").exists()
+    assert ", 0 refused" in run.stdout
+    table = run.stdout[run.stdout.index("baseline case") :]
+    # both synthetic patients (seed 0) have both studies and masks: all four cases are ready
+    assert table.count("ready") == 4, run.stdout
+    assert "SYN0002" in table
 
 
 def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:

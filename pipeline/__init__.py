@@ -1,5 +1,6 @@
 """Imaging pipeline, networks, scoring, training and evaluation.
 
 Takes plain arguments (paths, arrays, small dataclasses), never reads global settings and never
-imports Celery or pynetdicom. Nothing is built here yet: the imaging issue fills it.
+imports Celery or pynetdicom. Built so far: ``preprocess`` (N4, normalisation, ADC, model inputs,
+measurements). Networks, signatures, scoring and training come with issues 4 and 5.
 """

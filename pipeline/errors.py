@@ -1,0 +1,7 @@
+"""Errors of the imaging pipeline."""
+
+from __future__ import annotations
+
+
+class PipelineInputError(ValueError):
+    """The case's images or masks cannot be used (empty mask, mismatched grids): not retried."""

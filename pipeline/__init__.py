@@ -2,5 +2,5 @@
 
 Takes plain arguments (paths, arrays, small dataclasses), never reads global settings and never
 imports Celery or pynetdicom. Built so far: ``preprocess`` (N4, normalisation, ADC, model inputs,
-measurements). Networks, signatures, scoring and training come with issues 4 and 5.
+measurements), ``networks`` and ``gradcam``. Case preparation, training and scoring come next.
 """

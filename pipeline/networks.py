@@ -1,0 +1,130 @@
+"""Signature networks (MONAI; torchvision is not available here) and their weights.
+
+- response signatures (science A): a 2D DenseNet121 on one 256 x 256 slice per sequence;
+- distant-metastasis signatures (science B): a 2D ResNet18 whose 3 input channels come from the
+  20-slice crop stack through a 1 x 1 convolution;
+- a vision Transformer backbone may replace either (science C).
+Weights come only from local files (no hub access), loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from monai.networks.nets.densenet import DenseNet121
+from monai.networks.nets.resnet import resnet18
+from monai.networks.nets.vit import ViT
+from numpy.typing import NDArray
+from torch import nn
+
+from pipeline.errors import PipelineInputError
+
+Backbone = Literal["densenet121", "resnet18", "vit"]
+# the last convolutional block of each backbone (its output feeds no in-place operation)
+GRADCAM_LAYERS = {"densenet121": "features.denseblock4", "resnet18": "layer4"}
+
+
+class ModelError(RuntimeError):
+    """A model or its weights cannot be used; the message says which file and why."""
+
+
+def _backbone(name: Backbone, in_channels: int, image_size: int) -> nn.Module:
+    if name == "densenet121":
+        return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=2)
+    if name == "resnet18":
+        return resnet18(spatial_dims=2, n_input_channels=in_channels, num_classes=2)
+    if name == "vit":
+        return _ViTClassifier(in_channels, image_size)
+    raise ValueError(f"unknown backbone {name!r}: use densenet121, resnet18 or vit")
+
+
+class _ViTClassifier(nn.Module):
+    """MONAI's ViT in classification mode, returning logits only."""
+
+    def __init__(self, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        self.vit = ViT(
+            in_channels=in_channels,
+            img_size=(image_size, image_size),
+            patch_size=(16, 16),
+            spatial_dims=2,
+            classification=True,
+            num_classes=2,
+            hidden_size=192,
+            mlp_dim=768,
+            num_layers=4,
+            num_heads=3,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.vit(x)[0]
+        return logits
+
+
+class StackToChannels(nn.Module):
+    """Science B: a 1 x 1 convolution maps the slice stack to 3 channels for a 2D backbone."""
+
+    def __init__(self, depth: int, backbone: nn.Module) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(depth, 3, kernel_size=1)
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.backbone(self.reduce(x))
+        return out
+
+
+def response_network(backbone: Backbone = "densenet121", image_size: int = 256) -> nn.Module:
+    """Science A's per-sequence network: one slice in, logits of (poor, good) response out."""
+    return _backbone(backbone, 1, image_size)
+
+
+def dm_network(
+    backbone: Backbone = "resnet18", depth: int = 20, image_size: int = 112
+) -> nn.Module:
+    """Science B's network: a (depth, 112, 112) crop stack in, logits of (no DM, DM) out."""
+    return StackToChannels(depth, _backbone(backbone, 3, image_size))
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write the model's state dict (tensors only, safe to load with weights_only)."""
+    torch.save(model.state_dict(), path)
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load local weights into ``model``; :class:`ModelError` when they do not fit."""
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise ModelError(f"weights in {path} do not fit this network: {exc}") from exc
+    return model
+
+
+def device() -> torch.device:
+    """The GPU when torch sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def predict_probability(
+    model: nn.Module, inputs: NDArray[np.floating], batch_size: int = 16
+) -> NDArray[np.float32]:
+    """P(class 1) for each input (N, C, H, W), in eval mode, batched, without gradients."""
+    if inputs.ndim != 4:
+        raise PipelineInputError(f"inputs must be (N, C, H, W), got shape {inputs.shape}")
+    where = device()
+    model = model.to(where).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.as_tensor(
+                np.asarray(inputs[start : start + batch_size]), dtype=torch.float32
+            )
+            logits = model(batch.to(where))
+            out.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,105 @@
+"""Signature networks: shapes, local weights, determinism, and Grad-CAM that finds the evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.gradcam import gradcam
+from pipeline.networks import (
+    GRADCAM_LAYERS,
+    ModelError,
+    dm_network,
+    load_weights,
+    predict_probability,
+    response_network,
+    save_weights,
+)
+
+
+def test_response_and_dm_networks_take_the_science_inputs() -> None:
+    torch.manual_seed(0)
+    slices = np.random.default_rng(0).normal(size=(2, 1, 256, 256)).astype(np.float32)
+    stacks = np.random.default_rng(1).normal(size=(2, 20, 112, 112)).astype(np.float32)
+    p_good = predict_probability(response_network("densenet121"), slices)
+    p_dm = predict_probability(dm_network("resnet18"), stacks)
+    assert p_good.shape == p_dm.shape == (2,)
+    assert ((p_good >= 0) & (p_good <= 1)).all()
+    vit = predict_probability(response_network("vit", image_size=64), slices[:, :, :64, :64])
+    assert vit.shape == (2,)
+
+
+def test_weights_round_trip_from_a_local_file_and_eval_is_deterministic(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = dm_network("resnet18")
+    path = tmp_path / "dm.pt"
+    save_weights(model, path)
+    torch.manual_seed(2)
+    fresh = load_weights(dm_network("resnet18"), path)
+    stacks = np.random.default_rng(3).normal(size=(3, 20, 112, 112)).astype(np.float32)
+    first = predict_probability(model, stacks)
+    assert np.array_equal(first, predict_probability(fresh, stacks))
+    assert np.array_equal(first, predict_probability(fresh, stacks))
+
+
+def test_weights_for_another_network_are_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "response.pt"
+    save_weights(response_network("resnet18", image_size=64), path)
+    with pytest.raises(ModelError, match="do not fit"):
+        load_weights(dm_network("resnet18"), path)
+    with pytest.raises(ModelError, match="does not exist"):
+        load_weights(dm_network("resnet18"), tmp_path / "missing.pt")
+
+
+def _toy(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Noise images; class 1 carries a bright 12 x 12 square somewhere."""
+    images = rng.normal(0, 1, (n, 1, 64, 64)).astype(np.float32)
+    labels = rng.integers(0, 2, n)
+    corners = []
+    for i in range(n):
+        r, c = (int(v) for v in rng.integers(4, 48, 2))
+        corners.append((r, c))
+        if labels[i]:
+            images[i, 0, r : r + 12, c : c + 12] += 3.0
+    return images, labels, corners
+
+
+@pytest.mark.slow
+def test_gradcam_points_at_the_evidence() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = response_network("resnet18", image_size=64)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(60):
+        images, labels, _ = _toy(rng, 16)
+        loss = torch.nn.functional.cross_entropy(
+            model(torch.as_tensor(images)), torch.as_tensor(labels)
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    images, labels, corners = _toy(np.random.default_rng(7), 40)
+    positive = labels == 1
+    probability = predict_probability(model, images)
+    assert probability[positive].mean() > probability[~positive].mean() + 0.3
+    ratios = []
+    for i in np.flatnonzero(positive)[:6]:
+        heat = gradcam(model, images[i], GRADCAM_LAYERS["resnet18"])
+        assert heat.shape == (64, 64)
+        assert 0.0 <= heat.min() <= heat.max() <= 1.0
+        r, c = corners[i]
+        inside = np.zeros((64, 64), dtype=bool)
+        inside[r : r + 12, c : c + 12] = True
+        ratios.append(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
+    assert np.median(ratios) > 2.0, ratios
+
+
+def test_gradcam_on_densenet_has_the_slice_shape() -> None:
+    torch.manual_seed(0)
+    image = np.random.default_rng(0).normal(size=(1, 256, 256)).astype(np.float32)
+    heat = gradcam(response_network("densenet121"), image, GRADCAM_LAYERS["densenet121"])
+    assert heat.shape == (256, 256)

@@ -165,26 +165,15 @@ def _slice_signals(scene: StudyScene, stack: SliceStack, index: int) -> dict[str
 
 
 def render(
-    scene: StudyScene,
-    stack: SliceStack,
-    contrast: Contrast,
-    rng: np.random.Generator,
-    b_value: float = 0.0,
+    scene: StudyScene, stack: SliceStack, contrast: Contrast, rng: np.random.Generator
 ) -> NDArray[np.float64]:
-    """Render a stack (slices, rows, columns) of ``contrast``; DWI at ``b_value`` (s/mm^2).
-
-    For DWI, render b = 0 and each high b with the same ``rng`` state layout: call once per b.
-    """
+    """Render a T2W or CE-T1 stack (slices, rows, columns); DWI goes through :func:`render_dwi`."""
+    if contrast is Contrast.DWI:
+        raise ValueError("render DWI with render_dwi, which gives every b-value at once")
+    key = "t2w" if contrast is Contrast.T2W else "ce_t1"
     out = np.empty((stack.slices, stack.rows, stack.columns))
     for k in range(stack.slices):
-        maps = _slice_signals(scene, stack, k)
-        if contrast is Contrast.T2W:
-            clean = maps["t2w"]
-        elif contrast is Contrast.CE_T1:
-            clean = maps["ce_t1"]
-        else:
-            clean = maps["dwi_b0"] * np.exp(-b_value * maps["adc"] * 1e-3)
-        out[k] = _rician(clean, NOISE_SD[contrast], rng)
+        out[k] = _rician(_slice_signals(scene, stack, k)[key], NOISE_SD[contrast], rng)
     return out
 
 

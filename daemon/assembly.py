@@ -24,7 +24,7 @@ from daemon.cases import (
     decide_cases,
 )
 from daemon.index import Index
-from daemon.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
+from dicom_io.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
 from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, SeriesSummary, assign_role
 from dicom_io.roles import referenced_series as mask_reference
 

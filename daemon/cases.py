@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daemon.pairing import BASELINE, RESTAGING
+from dicom_io.pairing import BASELINE, RESTAGING
 from dicom_io.roles import SeriesRole
 
 WAITING = "waiting"

@@ -97,9 +97,16 @@ def _synth(
     missing_fraction: float,
     seg_fraction: float,
     workers: int,
+    series: str = "all",
 ) -> None:
     from dicom_io.synthetic.cohort import CohortSpec, generate_cohort, summary_rows
+    from dicom_io.synthetic.vendors import Role
 
+    chosen = (
+        tuple(Role)
+        if series.strip() == "all"
+        else tuple(s.strip().lower() for s in series.split(",") if s.strip())
+    )
     try:
         spec = CohortSpec(
             patients=patients,
@@ -108,6 +115,7 @@ def _synth(
             slices=slices,
             missing_fraction=missing_fraction,
             seg_fraction=seg_fraction,
+            series=chosen,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -148,6 +156,14 @@ def synth(
     workers: Annotated[
         int, typer.Option(help="Processes to generate patients in (0: one per CPU).")
     ] = 0,
+    series: Annotated[
+        str,
+        typer.Option(
+            help="Series each study gets, comma-separated, or 'all': localizer, t2w_sag, t2w, "
+            "t2w_cor, dwi, adc, ce_t1, rtstruct, seg (t2w and rtstruct always; e.g. "
+            "'t2w,dwi,rtstruct' for a fast training cohort)."
+        ),
+    ] = "all",
 ) -> None:
     """Write a synthetic rectal-MRI cohort: DICOM studies, labels.csv and manifest.json.
 
@@ -155,7 +171,7 @@ def synth(
     with localizer, sagittal/coronal/oblique-axial T2W, DWI (b0 + 800/1000, vendor b-value
     tags), ADC (most studies), CE-T1, an RTSTRUCT of the tumour and, for some, a SEG on DWI.
     """
-    _synth(out, patients, seed, matrix, slices, missing_fraction, seg_fraction, workers)
+    _synth(out, patients, seed, matrix, slices, missing_fraction, seg_fraction, workers, series)
 
 
 @app.command()
@@ -390,3 +406,12 @@ def status(config: ConfigOption = None) -> None:
                 typer.echo(f"    from {row['calling_ae']} 0x{row['status']:04X}: {row['reason']}")
     finally:
         index.close()
+
+
+def _register_subcommands() -> None:
+    from daemon.train_cli import train_app
+
+    app.add_typer(train_app, name="train")
+
+
+_register_subcommands()

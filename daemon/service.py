@@ -11,9 +11,9 @@ from types import FrameType
 from daemon.assembly import Assembler, load_rules
 from daemon.index import Index
 from daemon.ingest import Ingest
-from daemon.pairing import PairingPolicy
 from daemon.priors import PriorRetriever
 from daemon.settings import Settings, TlsSettings
+from dicom_io.pairing import PairingPolicy
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.scu import PacsNode
 from dicom_io.storage import InstanceStore

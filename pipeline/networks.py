@@ -31,11 +31,22 @@ class ModelError(RuntimeError):
     """A model or its weights cannot be used; the message says which file and why."""
 
 
-def _backbone(name: Backbone, in_channels: int, image_size: int) -> nn.Module:
+def _backbone(name: Backbone, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
+    """``width`` scales the channels (1.0: the published network; 0.25: 1/16 of the work)."""
+    if not 0.0 < width <= 4.0:
+        raise ValueError(f"width must be in (0, 4], got {width}")
     if name == "densenet121":
-        return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=2)
+        return DenseNet121(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=2,
+            init_features=max(8, round(64 * width)),
+            growth_rate=max(4, round(32 * width)),
+        )
     if name == "resnet18":
-        return resnet18(spatial_dims=2, n_input_channels=in_channels, num_classes=2)
+        return resnet18(
+            spatial_dims=2, n_input_channels=in_channels, num_classes=2, widen_factor=width
+        )
     if name == "vit":
         return _ViTClassifier(in_channels, image_size)
     raise ValueError(f"unknown backbone {name!r}: use densenet121, resnet18 or vit")
@@ -77,16 +88,18 @@ class StackToChannels(nn.Module):
         return out
 
 
-def response_network(backbone: Backbone = "densenet121", image_size: int = 256) -> nn.Module:
+def response_network(
+    backbone: Backbone = "densenet121", image_size: int = 256, width: float = 1.0
+) -> nn.Module:
     """Science A's per-sequence network: one slice in, logits of (poor, good) response out."""
-    return _backbone(backbone, 1, image_size)
+    return _backbone(backbone, 1, image_size, width)
 
 
 def dm_network(
-    backbone: Backbone = "resnet18", depth: int = 20, image_size: int = 112
+    backbone: Backbone = "resnet18", depth: int = 20, image_size: int = 112, width: float = 1.0
 ) -> nn.Module:
     """Science B's network: a (depth, 112, 112) crop stack in, logits of (no DM, DM) out."""
-    return StackToChannels(depth, _backbone(backbone, 3, image_size))
+    return StackToChannels(depth, _backbone(backbone, 3, image_size, width))
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
@@ -39,6 +40,21 @@ def _region(mask: sitk.Image, image: sitk.Image, margin_mm: float) -> tuple[list
     low = np.maximum(nz.min(axis=0) - pad, 0)
     high = np.minimum(nz.max(axis=0) + pad + 1, array.shape)
     return [int(v) for v in low[::-1]], [int(v) for v in (high - low)[::-1]]
+
+
+def crop_to_voi(
+    image: sitk.Image, mask: sitk.Image, margin_mm: float
+) -> tuple[sitk.Image, sitk.Image, int]:
+    """(image, mask, first slice) cropped to the mask's voxels plus ``margin_mm``.
+
+    The mask must be on the image's grid; the first slice is the crop's offset along the
+    image's third axis (to find a crop slice's source image)."""
+    index, size = _region(mask, image, margin_mm)
+    return (
+        sitk.RegionOfInterest(image, size, index),
+        sitk.RegionOfInterest(mask, size, index),
+        index[2],
+    )
 
 
 def n4_correct(
@@ -177,15 +193,13 @@ def measure(mask: sitk.Image) -> TumourFeatures:
     with contextlib.suppress(QhullError):  # flat (one slice) or tiny: use every point
         points = points[ConvexHull(points).vertices]
     longest = float(pdist(points).max()) if len(points) > 1 else float(spacing[:2].max())
-    thickness = 0.0  # the widest inscribed disc of any slice
-    for k in range(array.shape[0]):
-        if array[k].any():
-            plane = sitk.GetImageFromArray(array[k].astype(np.uint8))
-            plane.SetSpacing(tuple(float(v) for v in spacing[:2]))
-            dist2d = sitk.GetArrayFromImage(
-                sitk.SignedMaurerDistanceMap(
-                    plane, insideIsPositive=True, squaredDistance=False, useImageSpacing=True
-                )
-            )
-            thickness = max(thickness, 2 * float(dist2d.max()))
+    # the widest inscribed disc of any slice: twice the largest distance from a tumour voxel's
+    # centre to the nearest background voxel's centre, less half a pixel (exact to half a pixel)
+    pixel = float(spacing[:2].min())
+    thickness = 0.0
+    for plane in array:
+        if plane.any():
+            padded = np.pad(plane, 1)
+            depth = ndimage.distance_transform_edt(padded, sampling=(spacing[1], spacing[0]))
+            thickness = max(thickness, 2 * float(depth.max()) - pixel / 2)
     return TumourFeatures(volume_ml, longest, thickness)

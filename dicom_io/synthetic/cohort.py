@@ -44,8 +44,17 @@ class CohortSpec:
     missing_fraction: float = 0.15
     seg_fraction: float = 0.4
     id_prefix: str = "SYN"
+    series: tuple[str, ...] = tuple(Role)  # which series each study gets
 
     def __post_init__(self) -> None:
+        unknown = set(self.series) - {r.value for r in Role}
+        if unknown:
+            known = ", ".join(r.value for r in Role)
+            raise ValueError(f"unknown series {', '.join(sorted(unknown))}: choose from {known}")
+        if not {Role.T2W, Role.RTSTRUCT} <= set(self.series):
+            raise ValueError("series must include t2w and rtstruct (the tumour is drawn on T2W)")
+        if {Role.ADC, Role.SEG} & set(self.series) and Role.DWI not in self.series:
+            raise ValueError("adc and seg are made from the DWI: include dwi too")
         if self.patients < 1:
             raise ValueError("patients must be at least 1")
         if not 16 <= self.matrix <= 1024:
@@ -175,6 +184,7 @@ def generate_patient(spec: CohortSpec, index: int, out_dir: Path) -> PatientResu
                 slices=spec.slices,
                 with_adc=plan.with_adc[name],
                 with_seg=plan.with_seg[name],
+                series=frozenset(Role(r) for r in spec.series),
             ),
             study_description=plan.descriptions[name],
         )

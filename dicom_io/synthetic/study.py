@@ -83,6 +83,7 @@ class StudyOptions:
     slices: int = 24
     with_adc: bool = True
     with_seg: bool = False
+    series: frozenset[Role] = frozenset(Role)  # which series to write (with_adc/seg still apply)
 
 
 @dataclass(frozen=True)
@@ -463,15 +464,21 @@ class StudyWriter:
             for r, c in ((axial_row, axial_col), (sag_row, sag_col), (cor_row, cor_col))
         ]
 
-        self.write_localizer(scouts)
-        self.write_stack(Role.T2W_SAG, sag, Contrast.T2W)
-        t2w = self.write_stack(Role.T2W, t2, Contrast.T2W)
-        self.write_stack(Role.T2W_COR, cor, Contrast.T2W)
-        dwi_images = self.write_dwi(dwi)
-        if opts.with_adc:
-            self.write_adc(dwi_images)
-        self.write_stack(Role.CE_T1, ce, Contrast.CE_T1)
+        wanted = opts.series
+        if Role.LOCALIZER in wanted:
+            self.write_localizer(scouts)
+        if Role.T2W_SAG in wanted:
+            self.write_stack(Role.T2W_SAG, sag, Contrast.T2W)
+        t2w = self.write_stack(Role.T2W, t2, Contrast.T2W)  # always: the RTSTRUCT is drawn on it
+        if Role.T2W_COR in wanted:
+            self.write_stack(Role.T2W_COR, cor, Contrast.T2W)
+        if Role.DWI in wanted:
+            dwi_images = self.write_dwi(dwi)
+            if opts.with_adc and Role.ADC in wanted:
+                self.write_adc(dwi_images)
+            if opts.with_seg and Role.SEG in wanted:
+                self.write_seg(dwi_images)
+        if Role.CE_T1 in wanted:
+            self.write_stack(Role.CE_T1, ce, Contrast.CE_T1)
         self.write_rtstruct(t2w, t2, roi_name)
-        if opts.with_seg:
-            self.write_seg(dwi_images)
         return self.record

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from daemon.pairing import BASELINE, OTHER, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
 from daemon.settings import PairingSettings
+from dicom_io.pairing import (
+    BASELINE,
+    OTHER,
+    RESTAGING,
+    PairingPolicy,
+    StudyFacts,
+    assign_timepoints,
+)
 
 DEFAULTS = PairingSettings()
 POLICY = PairingPolicy(

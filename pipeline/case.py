@@ -1,0 +1,345 @@
+"""A case's DICOM files to model inputs: the one function training and scoring both call.
+
+:func:`prepare_case` takes the files of a patient's baseline and/or restaging study, finds the
+series by role (the same rules as the daemon), reads them with their true geometry, finds the
+tumour mask for every sequence (its own mask, else the T2W's carried through physical space),
+and builds science A's slices, science B's crop stacks and the VOI measurements.
+A piece that cannot be built is recorded in ``problems`` with the reason; the caller decides
+whether what is left is enough (:meth:`CaseInputs.require`).
+
+Prepared inputs are small (a few hundred kB) and saved as ``.npz`` without pickle, so a worker
+that cannot see the daemon's storage can still score a case from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicom_io.errors import InvalidInputError
+from dicom_io.geometry import sort_by_position
+from dicom_io.masks import resample_mask, rtstruct_mask, seg_mask
+from dicom_io.roles import (
+    DEFAULT_RULES,
+    RoleRule,
+    SeriesRole,
+    SeriesSummary,
+    assign_role,
+    referenced_series,
+)
+from dicom_io.series import read_series, split_by_b_value
+from pipeline.config import PreprocessConfig
+from pipeline.errors import PipelineInputError
+from pipeline.preprocess import (
+    FloatArray,
+    N4Parameters,
+    TumourFeatures,
+    adc_from_dwi,
+    crop_stack,
+    crop_to_voi,
+    largest_cross_section,
+    measure,
+    n4_correct,
+    slice_input,
+)
+
+log = logging.getLogger(__name__)
+
+BASELINE, RESTAGING = "baseline", "restaging"
+PREFIX = {BASELINE: "pre", RESTAGING: "post"}
+# science A: one signature per sequence and timepoint
+RESPONSE_SEQUENCES = ("T2", "DWI", "CE")
+SIGNATURES = tuple(f"{PREFIX[t]}_{s}" for t in (BASELINE, RESTAGING) for s in RESPONSE_SEQUENCES)
+# science B: crop stacks of the baseline T2W and ADC
+STACK_SEQUENCES = ("T2", "ADC")
+_ROLE_OF = {"T2": SeriesRole.T2W_AX, "DWI": SeriesRole.DWI, "CE": SeriesRole.CE_T1}
+_FORMAT = 1
+
+
+@dataclass
+class SliceInput:
+    """Science A's input for one sequence and timepoint, and where it came from."""
+
+    array: FloatArray  # (size, size), 0-255
+    series_uid: str
+    slice_index: int  # in the series ordered by position
+    sop_instance_uid: str  # the image that slice came from ("" for a multi-frame image)
+    mask_source: str
+
+
+@dataclass
+class StackInput:
+    """Science B's input for one sequence (baseline), and where it came from."""
+
+    array: FloatArray  # (depth, size, size), z-scored
+    series_uid: str
+    mask_source: str
+
+
+@dataclass
+class CaseInputs:
+    """Everything the models need from a case's images."""
+
+    config_fingerprint: str
+    slices: dict[str, SliceInput] = field(default_factory=dict)  # by signature name
+    stacks: dict[str, StackInput] = field(default_factory=dict)  # by sequence (T2, ADC)
+    features: dict[str, TumourFeatures] = field(default_factory=dict)  # by timepoint
+    problems: list[str] = field(default_factory=list)
+
+    def require(self, slices: Sequence[str] = (), stacks: Sequence[str] = ()) -> None:
+        """Raise :class:`PipelineInputError` naming what is missing and why."""
+        lacking = [s for s in slices if s not in self.slices]
+        lacking += [f"{s} stack" for s in stacks if s not in self.stacks]
+        if lacking:
+            why = "; ".join(self.problems) or "not in the case"
+            raise PipelineInputError(f"cannot use the case: no {', '.join(lacking)} ({why})")
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (.npz: arrays plus a JSON header, no pickle)."""
+        header = {
+            "format": _FORMAT,
+            "config_fingerprint": self.config_fingerprint,
+            "slices": {k: {**asdict(v), "array": None} for k, v in self.slices.items()},
+            "stacks": {k: {**asdict(v), "array": None} for k, v in self.stacks.items()},
+            "features": {k: asdict(v) for k, v in self.features.items()},
+            "problems": self.problems,
+        }
+        arrays: dict[str, Any] = {f"slice_{k}": v.array for k, v in self.slices.items()}
+        arrays |= {f"stack_{k}": v.array for k, v in self.stacks.items()}
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, header=np.asarray(json.dumps(header)), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CaseInputs:
+        """Read what :meth:`save` wrote."""
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            if header.get("format") != _FORMAT:
+                raise PipelineInputError(f"{path} holds prepared inputs of another format")
+            slices = {
+                k: SliceInput(**{**v, "array": data[f"slice_{k}"]})
+                for k, v in header["slices"].items()
+            }
+            stacks = {
+                k: StackInput(**{**v, "array": data[f"stack_{k}"]})
+                for k, v in header["stacks"].items()
+            }
+        return cls(
+            config_fingerprint=header["config_fingerprint"],
+            slices=slices,
+            stacks=stacks,
+            features={k: TumourFeatures(**v) for k, v in header["features"].items()},
+            problems=list(header["problems"]),
+        )
+
+
+@dataclass
+class _Series:
+    uid: str
+    role: SeriesRole
+    paths: list[Path]
+    headers: list[Dataset]
+    referenced: str | None = None
+
+    def datasets(self) -> list[Dataset]:
+        return [pydicom.dcmread(p) for p in self.paths]
+
+
+def _index(paths: Sequence[Path], rules: Sequence[RoleRule]) -> dict[str, _Series]:
+    """The study's series by UID with their roles (headers only; pixels read later)."""
+    groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError) as exc:
+            raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
+        groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
+    out = {}
+    for uid, members in groups.items():
+        headers = [ds for _, ds in members]
+        role, _ = assign_role(SeriesSummary.from_headers(headers), rules)
+        out[uid] = _Series(uid, role, [p for p, _ in members], headers)
+        if role in (SeriesRole.RTSTRUCT, SeriesRole.SEG):
+            out[uid].referenced = referenced_series(headers[0])
+    return out
+
+
+def _pick(series: Mapping[str, _Series], role: SeriesRole) -> _Series | None:
+    """The series of a role with the most images (as the daemon's case builder picks)."""
+    found = [s for s in series.values() if s.role == role]
+    return max(found, key=lambda s: (len(s.paths), s.uid)) if found else None
+
+
+class _Study:
+    """One study's images and masks, read lazily and at most once."""
+
+    def __init__(self, paths: Sequence[Path], rules: Sequence[RoleRule], roi_pattern: str) -> None:
+        self.series = _index(paths, rules)
+        self.roi_pattern = roi_pattern
+        self._images: dict[str, tuple[sitk.Image, list[Dataset]]] = {}
+        self._dwi: tuple[sitk.Image, sitk.Image, float, list[Dataset]] | None = None
+        self._masks: dict[str, tuple[sitk.Image, str] | None] = {}
+
+    def image(self, role: SeriesRole) -> tuple[_Series, sitk.Image, list[Dataset]]:
+        chosen = _pick(self.series, role)
+        if chosen is None:
+            raise PipelineInputError(f"no {role.value} series")
+        if chosen.uid not in self._images:
+            datasets = sort_by_position(chosen.datasets())
+            if role is SeriesRole.DWI:
+                by_b = split_by_b_value(datasets)
+                if len(by_b) < 2:
+                    raise PipelineInputError("the DWI series holds a single b-value")
+                values = sorted(by_b)
+                b_low, b_high = values[0], values[-1]
+                low, high = by_b[b_low], by_b[b_high]
+                high = sort_by_position(high)
+                self._dwi = (read_series(low), read_series(high), b_high - b_low, high)
+                self._images[chosen.uid] = (self._dwi[1], high)
+            else:
+                self._images[chosen.uid] = (read_series(datasets), datasets)
+        image, datasets = self._images[chosen.uid]
+        return chosen, image, datasets
+
+    def dwi_pair(self) -> tuple[sitk.Image, sitk.Image, float]:
+        self.image(SeriesRole.DWI)
+        if self._dwi is None:  # an enhanced DWI object is read as one volume
+            raise PipelineInputError("the DWI series cannot be split by b-value")
+        return self._dwi[0], self._dwi[1], self._dwi[2]
+
+    def own_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
+        """A mask drawn on this series (RTSTRUCT first), or ``None``."""
+        if series.uid not in self._masks:
+            self._masks[series.uid] = self._read_mask(series, datasets)
+        return self._masks[series.uid]
+
+    def _read_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
+        masks = sorted(
+            (s for s in self.series.values() if s.referenced == series.uid),
+            key=lambda s: (s.role != SeriesRole.RTSTRUCT, s.uid),
+        )
+        for mask in masks:
+            ds = pydicom.dcmread(mask.paths[0])
+            if mask.role is SeriesRole.RTSTRUCT:
+                return rtstruct_mask(ds, datasets, self.roi_pattern), f"RTSTRUCT {mask.uid}"
+            return seg_mask(ds, datasets), f"SEG {mask.uid}"
+        return None
+
+    def mask_for(
+        self, role: SeriesRole, image: sitk.Image, carry_from: Sequence[SeriesRole]
+    ) -> tuple[sitk.Image, str]:
+        """This sequence's own mask, else the first of ``carry_from``'s carried to its grid."""
+        series, _, datasets = self.image(role)
+        own = self.own_mask(series, datasets)
+        if own is not None:
+            return own
+        for other in carry_from:
+            if _pick(self.series, other) is None:
+                continue
+            other_series, _, other_datasets = self.image(other)
+            found = self.own_mask(other_series, other_datasets)
+            if found is not None:
+                carried = resample_mask(found[0], image)
+                if not sitk.GetArrayViewFromImage(carried).any():
+                    raise PipelineInputError(
+                        f"the {other.value} mask does not overlap the {role.value} images"
+                    )
+                return carried, f"{found[1]} on {other.value}, carried"
+        raise PipelineInputError(f"no tumour mask for the {role.value} series")
+
+
+def _slice(study: _Study, sequence: str, config: PreprocessConfig, n4: N4Parameters) -> SliceInput:
+    role = _ROLE_OF[sequence]
+    series, image, datasets = study.image(role)
+    carry = [r for r in (SeriesRole.T2W_AX, SeriesRole.DWI) if r is not role]
+    mask, source = study.mask_for(role, image, carry)
+    region, region_mask, first = crop_to_voi(image, mask, config.n4_margin_mm)
+    if config.n4:
+        region = n4_correct(region, region_mask, n4)
+    k = first + largest_cross_section(region_mask)
+    sop = str(datasets[k].SOPInstanceUID) if len(datasets) > 1 else ""
+    array = slice_input(region, region_mask, config.slice_size)
+    return SliceInput(array, series.uid, k, sop, source)
+
+
+def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
+    out = {}
+    series, t2, _ = study.image(SeriesRole.T2W_AX)
+    t2_mask, source = study.mask_for(SeriesRole.T2W_AX, t2, [SeriesRole.DWI])
+    out["T2"] = StackInput(
+        crop_stack(t2, t2_mask, config.stack_size, config.stack_depth), series.uid, source
+    )
+    adc_series = _pick(study.series, SeriesRole.ADC)
+    if adc_series is not None:
+        _, adc, _ = study.image(SeriesRole.ADC)
+        adc_mask, source = study.mask_for(SeriesRole.ADC, adc, [SeriesRole.DWI, SeriesRole.T2W_AX])
+        uid = adc_series.uid
+    else:  # science B: ADC from b=0 and b-high, ROI from the DWI
+        low, high, b = study.dwi_pair()
+        adc = adc_from_dwi(low, high, b, config.adc_threshold)
+        dwi_series, _, _ = study.image(SeriesRole.DWI)
+        adc_mask, source = study.mask_for(SeriesRole.DWI, high, [SeriesRole.T2W_AX])
+        uid = f"computed from DWI {dwi_series.uid}"
+    out["ADC"] = StackInput(
+        crop_stack(adc, adc_mask, config.stack_size, config.stack_depth), uid, source
+    )
+    return out
+
+
+def prepare_case(
+    studies: Mapping[str, Sequence[Path]],
+    config: PreprocessConfig | None = None,
+    rules: Sequence[RoleRule] = DEFAULT_RULES,
+    signatures: Sequence[str] = SIGNATURES,
+    stacks: bool = True,
+) -> CaseInputs:
+    """Model inputs from the files of a patient's studies, keyed ``baseline`` / ``restaging``.
+
+    Builds the slice inputs of ``signatures`` (pre_/post_ T2, DWI, CE) that the studies allow,
+    the baseline T2/ADC crop stacks (when ``stacks``) and per-timepoint VOI measurements from
+    the T2W mask; whatever cannot be built is listed in ``problems``. Unreadable files raise
+    :class:`InvalidInputError`.
+    """
+    unknown = set(signatures) - set(SIGNATURES)
+    if unknown:
+        raise ValueError(f"unknown signatures {sorted(unknown)}: use {', '.join(SIGNATURES)}")
+    config = config or PreprocessConfig()
+    n4 = N4Parameters(config.n4_shrink_factor, config.n4_iterations, config.n4_margin_mm)
+    out = CaseInputs(config_fingerprint=config.fingerprint)
+    for timepoint, paths in studies.items():
+        if timepoint not in PREFIX:
+            raise ValueError(f"unknown timepoint {timepoint!r}: use baseline or restaging")
+        study = _Study(paths, rules, config.roi_pattern)
+        for sequence in RESPONSE_SEQUENCES:
+            name = f"{PREFIX[timepoint]}_{sequence}"
+            if name not in signatures:
+                continue
+            try:
+                out.slices[name] = _slice(study, sequence, config, n4)
+            except (PipelineInputError, InvalidInputError) as exc:
+                out.problems.append(f"{name}: {exc}")
+        try:
+            _, t2, _ = study.image(SeriesRole.T2W_AX)
+            out.features[timepoint] = measure(study.mask_for(SeriesRole.T2W_AX, t2, ())[0])
+        except (PipelineInputError, InvalidInputError) as exc:
+            out.problems.append(f"{timepoint} measurements: {exc}")
+        if timepoint == BASELINE and stacks:
+            try:
+                out.stacks.update(_stacks(study, config))
+            except (PipelineInputError, InvalidInputError) as exc:
+                out.problems.append(f"baseline stacks: {exc}")
+    for problem in out.problems:
+        log.info("case preparation: %s", problem)
+    return out

@@ -53,6 +53,7 @@ from pipeline.preprocess import (
     n4_correct,
     slice_input,
 )
+from pipeline.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class CaseInputs:
     stacks: dict[str, StackInput] = field(default_factory=dict)  # by sequence (T2, ADC)
     features: dict[str, TumourFeatures] = field(default_factory=dict)  # by timepoint
     problems: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage when prepared
 
     def require(self, slices: Sequence[str] = (), stacks: Sequence[str] = ()) -> None:
         """Raise :class:`PipelineInputError` naming what is missing and why."""
@@ -114,6 +116,7 @@ class CaseInputs:
             "stacks": {k: {**asdict(v), "array": None} for k, v in self.stacks.items()},
             "features": {k: asdict(v) for k, v in self.features.items()},
             "problems": self.problems,
+            "seconds": self.seconds,
         }
         arrays: dict[str, Any] = {f"slice_{k}": v.array for k, v in self.slices.items()}
         arrays |= {f"stack_{k}": v.array for k, v in self.stacks.items()}
@@ -142,6 +145,7 @@ class CaseInputs:
             stacks=stacks,
             features={k: TumourFeatures(**v) for k, v in header["features"].items()},
             problems=list(header["problems"]),
+            seconds=dict(header.get("seconds", {})),
         )
 
 
@@ -185,8 +189,16 @@ def _pick(series: Mapping[str, _Series], role: SeriesRole) -> _Series | None:
 class _Study:
     """One study's images and masks, read lazily and at most once."""
 
-    def __init__(self, paths: Sequence[Path], rules: Sequence[RoleRule], roi_pattern: str) -> None:
-        self.series = _index(paths, rules)
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        rules: Sequence[RoleRule],
+        roi_pattern: str,
+        clock: Stopwatch,
+    ) -> None:
+        self.clock = clock
+        with clock.stage("read"):
+            self.series = _index(paths, rules)
         self.roi_pattern = roi_pattern
         self._images: dict[str, tuple[sitk.Image, list[Dataset]]] = {}
         self._dwi: tuple[sitk.Image, sitk.Image, float, list[Dataset]] | None = None
@@ -197,21 +209,25 @@ class _Study:
         if chosen is None:
             raise PipelineInputError(f"no {role.value} series")
         if chosen.uid not in self._images:
-            datasets = sort_by_position(chosen.datasets())
-            if role is SeriesRole.DWI:
-                by_b = split_by_b_value(datasets)
-                if len(by_b) < 2:
-                    raise PipelineInputError("the DWI series holds a single b-value")
-                values = sorted(by_b)
-                b_low, b_high = values[0], values[-1]
-                low, high = by_b[b_low], by_b[b_high]
-                high = sort_by_position(high)
-                self._dwi = (read_series(low), read_series(high), b_high - b_low, high)
-                self._images[chosen.uid] = (self._dwi[1], high)
-            else:
-                self._images[chosen.uid] = (read_series(datasets), datasets)
+            with self.clock.stage("read"):
+                self._read(chosen, role)
         image, datasets = self._images[chosen.uid]
         return chosen, image, datasets
+
+    def _read(self, chosen: _Series, role: SeriesRole) -> None:
+        datasets = sort_by_position(chosen.datasets())
+        if role is SeriesRole.DWI:
+            by_b = split_by_b_value(datasets)
+            if len(by_b) < 2:
+                raise PipelineInputError("the DWI series holds a single b-value")
+            values = sorted(by_b)
+            b_low, b_high = values[0], values[-1]
+            low, high = by_b[b_low], by_b[b_high]
+            high = sort_by_position(high)
+            self._dwi = (read_series(low), read_series(high), b_high - b_low, high)
+            self._images[chosen.uid] = (self._dwi[1], high)
+        else:
+            self._images[chosen.uid] = (read_series(datasets), datasets)
 
     def dwi_pair(self) -> tuple[sitk.Image, sitk.Image, float]:
         self.image(SeriesRole.DWI)
@@ -222,7 +238,8 @@ class _Study:
     def own_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
         """A mask drawn on this series (RTSTRUCT first), or ``None``."""
         if series.uid not in self._masks:
-            self._masks[series.uid] = self._read_mask(series, datasets)
+            with self.clock.stage("mask"):
+                self._masks[series.uid] = self._read_mask(series, datasets)
         return self._masks[series.uid]
 
     def _read_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
@@ -251,7 +268,8 @@ class _Study:
             other_series, _, other_datasets = self.image(other)
             found = self.own_mask(other_series, other_datasets)
             if found is not None:
-                carried = resample_mask(found[0], image)
+                with self.clock.stage("mask"):
+                    carried = resample_mask(found[0], image)
                 if not sitk.GetArrayViewFromImage(carried).any():
                     raise PipelineInputError(
                         f"the {other.value} mask does not overlap the {role.value} images"
@@ -265,12 +283,15 @@ def _slice(study: _Study, sequence: str, config: PreprocessConfig, n4: N4Paramet
     series, image, datasets = study.image(role)
     carry = [r for r in (SeriesRole.T2W_AX, SeriesRole.DWI) if r is not role]
     mask, source = study.mask_for(role, image, carry)
-    region, region_mask, first = crop_to_voi(image, mask, config.n4_margin_mm)
+    with study.clock.stage("inputs"):
+        region, region_mask, first = crop_to_voi(image, mask, config.n4_margin_mm)
     if config.n4:
-        region = n4_correct(region, region_mask, n4)
-    k = first + largest_cross_section(region_mask)
-    sop = str(datasets[k].SOPInstanceUID) if len(datasets) > 1 else ""
-    array = slice_input(region, region_mask, config.slice_size)
+        with study.clock.stage("n4"):
+            region = n4_correct(region, region_mask, n4)
+    with study.clock.stage("inputs"):
+        k = first + largest_cross_section(region_mask)
+        sop = str(datasets[k].SOPInstanceUID) if len(datasets) > 1 else ""
+        array = slice_input(region, region_mask, config.slice_size)
     return SliceInput(array, series.uid, k, sop, source)
 
 
@@ -278,9 +299,9 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
     out = {}
     series, t2, _ = study.image(SeriesRole.T2W_AX)
     t2_mask, source = study.mask_for(SeriesRole.T2W_AX, t2, [SeriesRole.DWI])
-    out["T2"] = StackInput(
-        crop_stack(t2, t2_mask, config.stack_size, config.stack_depth), series.uid, source
-    )
+    with study.clock.stage("inputs"):
+        t2_stack = crop_stack(t2, t2_mask, config.stack_size, config.stack_depth)
+    out["T2"] = StackInput(t2_stack, series.uid, source)
     adc_series = _pick(study.series, SeriesRole.ADC)
     if adc_series is not None:
         _, adc, _ = study.image(SeriesRole.ADC)
@@ -288,13 +309,14 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
         uid = adc_series.uid
     else:  # science B: ADC from b=0 and b-high, ROI from the DWI
         low, high, b = study.dwi_pair()
-        adc = adc_from_dwi(low, high, b, config.adc_threshold)
+        with study.clock.stage("inputs"):
+            adc = adc_from_dwi(low, high, b, config.adc_threshold)
         dwi_series, _, _ = study.image(SeriesRole.DWI)
         adc_mask, source = study.mask_for(SeriesRole.DWI, high, [SeriesRole.T2W_AX])
         uid = f"computed from DWI {dwi_series.uid}"
-    out["ADC"] = StackInput(
-        crop_stack(adc, adc_mask, config.stack_size, config.stack_depth), uid, source
-    )
+    with study.clock.stage("inputs"):
+        adc_stack = crop_stack(adc, adc_mask, config.stack_size, config.stack_depth)
+    out["ADC"] = StackInput(adc_stack, uid, source)
     return out
 
 
@@ -318,10 +340,11 @@ def prepare_case(
     config = config or PreprocessConfig()
     n4 = N4Parameters(config.n4_shrink_factor, config.n4_iterations, config.n4_margin_mm)
     out = CaseInputs(config_fingerprint=config.fingerprint)
+    clock = Stopwatch()
     for timepoint, paths in studies.items():
         if timepoint not in PREFIX:
             raise ValueError(f"unknown timepoint {timepoint!r}: use baseline or restaging")
-        study = _Study(paths, rules, config.roi_pattern)
+        study = _Study(paths, rules, config.roi_pattern, clock)
         for sequence in RESPONSE_SEQUENCES:
             name = f"{PREFIX[timepoint]}_{sequence}"
             if name not in signatures:
@@ -332,7 +355,9 @@ def prepare_case(
                 out.problems.append(f"{name}: {exc}")
         try:
             _, t2, _ = study.image(SeriesRole.T2W_AX)
-            out.features[timepoint] = measure(study.mask_for(SeriesRole.T2W_AX, t2, ())[0])
+            t2_mask = study.mask_for(SeriesRole.T2W_AX, t2, ())[0]
+            with clock.stage("measure"):
+                out.features[timepoint] = measure(t2_mask)
         except (PipelineInputError, InvalidInputError) as exc:
             out.problems.append(f"{timepoint} measurements: {exc}")
         if timepoint == BASELINE and stacks:
@@ -342,4 +367,5 @@ def prepare_case(
                 out.problems.append(f"baseline stacks: {exc}")
     for problem in out.problems:
         log.info("case preparation: %s", problem)
+    out.seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
     return out

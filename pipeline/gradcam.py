@@ -48,7 +48,8 @@ def gradcam(
     ]
     try:
         model.eval()
-        batch = torch.as_tensor(np.asarray(image)[None], dtype=torch.float32)
+        where = next(model.parameters()).device  # the GPU when the model is there
+        batch = torch.as_tensor(np.asarray(image)[None], dtype=torch.float32).to(where)
         model.zero_grad()
         score = model(batch)[0, class_index]
         score.backward()
@@ -63,5 +64,5 @@ def gradcam(
     )[0, 0]
     low, high = float(cam.min()), float(cam.max())
     scaled = (cam - low) / (high - low) if high > low else torch.zeros_like(cam)
-    result: NDArray[np.float32] = scaled.numpy().astype(np.float32)
+    result: NDArray[np.float32] = scaled.cpu().numpy().astype(np.float32)
     return result

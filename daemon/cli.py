@@ -21,8 +21,9 @@ app = typer.Typer(
         "larc: AI scoring of rectal-cancer MRI next to a PACS (research use only - not for "
         "diagnostic decisions).\n\nBuilt so far: the DICOM node - listener, durable store and "
         "index, study assembly, series roles, baseline/restaging pairing, prior retrieval "
-        "(serve, status, config) - the synthetic cohort generator (synth) and the demo. The "
-        "imaging pipeline, models and workers are on the roadmap (see README)."
+        "(serve, status, config) - the synthetic cohort generator (synth), the demo, and "
+        "training of the signature networks on a labelled cohort (train signatures). Scoring "
+        "models, workers and the worklist are on the roadmap (see README)."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -74,7 +74,8 @@ def test_post_dwi_signature_separates_held_out_patients(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == "test"]
-    assert len(train) == 84 and len(test) == 36
+    assert len(train) == 84
+    assert len(test) == 36
     assert {r["fold"] for r in train} == {"1", "2", "3"}  # every training value is out-of-fold
     assert all(r["fold"] == "" for r in test)
     labels = {r["patient_id"]: r for r in csv.DictReader(cohort.labels_path.open())}

@@ -20,7 +20,7 @@ def larc(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     run = larc("--help")
     assert run.returncode == 0
-    for command in ("serve", "status", "config", "synth", "demo"):
+    for command in ("serve", "status", "config", "synth", "demo", "train"):
         assert command in run.stdout
     assert "research use only" in run.stdout
 
@@ -98,3 +98,27 @@ def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
     run = larc("config", "check", "--config", str(config))
     assert run.returncode == 2
     assert "storage.duplicate_policy" in run.stderr
+
+
+def test_synth_series_subset_and_its_errors(tmp_path: Path) -> None:
+    out = tmp_path / "lean"
+    run = larc(
+        "synth", "--out", str(out), "--patients", "1", "--matrix", "32", "--slices", "6",
+        "--series", "t2w,dwi,rtstruct", "--missing-fraction", "0",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    folders = sorted(p.name.split("_", 1)[1] for p in out.glob("SYN0001/*/*") if p.is_dir())
+    assert folders == ["dwi", "dwi", "rtstruct", "rtstruct", "t2w", "t2w"]
+    bad = larc("synth", "--out", str(tmp_path / "x"), "--series", "dwi,rtstruct")
+    assert bad.returncode == 2
+    assert "must include t2w and rtstruct" in bad.stderr
+
+
+def test_train_signatures_refuses_bad_input_clearly(tmp_path: Path) -> None:
+    run = larc("train", "signatures", "--cohort", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--signatures", "post_XYZ")  # fmt: skip
+    assert run.returncode == 2
+    assert "unknown signature(s) post_XYZ" in run.stderr
+    missing = larc("train", "signatures", "--cohort", str(tmp_path / "none"), "--out", "o")
+    assert missing.returncode == 2
+    assert "labels.csv" in missing.stderr or "does not exist" in missing.stderr

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicom_io.errors import InvalidInputError
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from dicom_io.synthetic.vendors import Role
 from pipeline.case import SIGNATURES, CaseInputs, prepare_case
@@ -45,7 +46,8 @@ def test_every_input_is_built_from_the_right_series(
         role = {"T2": Role.T2W, "DWI": Role.DWI, "CE": Role.CE_T1}[name.split("_")[1]]
         assert piece.series_uid == series[role].series_instance_uid
         assert piece.array.shape == (64, 64)
-        assert 0 <= piece.array.min() and piece.array.max() <= 255
+        assert piece.array.min() >= 0
+        assert piece.array.max() <= 255
         assert piece.array.std() > 10  # an image, not a blank
         # the slice named is an image of that series (a high-b one for DWI)
         source = {
@@ -88,7 +90,7 @@ def test_missing_series_are_named_and_require_refuses(cohort: CohortResult) -> N
     assert set(inputs.slices) == {"post_T2"}
     assert any("post_CE: no CE_T1 series" in p for p in inputs.problems)
     inputs.require(slices=["post_T2"])
-    with pytest.raises(PipelineInputError, match="no post_CE.*no CE_T1 series"):
+    with pytest.raises(PipelineInputError, match=r"no post_CE.*no CE_T1 series"):
         inputs.require(slices=["post_T2", "post_CE"])
     with pytest.raises(PipelineInputError, match="T2 stack"):
         inputs.require(stacks=["T2"])
@@ -123,8 +125,6 @@ def test_round_trip_through_npz_is_exact(
 
 
 def test_a_broken_file_is_a_clear_error(cohort: CohortResult, tmp_path: Path) -> None:
-    from dicom_io.errors import InvalidInputError
-
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")
     files = _files(cohort.patients[0])

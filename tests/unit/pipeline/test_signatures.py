@@ -1,4 +1,4 @@
-"""Signature training pieces: augmentation, input scaling, out-of-fold bookkeeping, cohort labels."""
+"""Signature training pieces: augmentation, input scaling, out-of-fold bookkeeping, labels."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def test_inputs_are_scaled_the_same_way_everywhere() -> None:
     slices = np.stack([np.zeros((8, 8)), np.full((8, 8), 255.0)])
     x = to_tensor(slices)
     assert x.shape == (2, 1, 8, 8)
-    assert x[0].max() == pytest.approx(-1) and x[1].min() == pytest.approx(1)
+    assert x[0].max() == pytest.approx(-1)
+    assert x[1].min() == pytest.approx(1)
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         to_tensor(np.zeros((2, 1, 8, 8)))
 

@@ -3,6 +3,8 @@ lifelines, scikit-survival, and brute-force versions of the textbook formulas.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from lifelines.utils import concordance_index
@@ -110,7 +112,9 @@ def test_threshold_metrics_youden_calibration_and_decision_curve() -> None:
     cal = calibration(y, p, bins=5)
     assert cal.brier == pytest.approx(brier_score_loss(y, p))
     assert sum(cal.counts) == 8
-    manual_ece = sum(abs(o - q) * c / 8 for o, q, c in zip(cal.observed, cal.predicted, cal.counts))
+    manual_ece = sum(
+        abs(o - q) * c / 8 for o, q, c in zip(cal.observed, cal.predicted, cal.counts, strict=False)
+    )
     assert cal.ece == pytest.approx(manual_ece)
     curve = decision_curve(y, p, thresholds=[0.5])
     # at t = 0.5: 3 true and 1 false positive of 8: 3/8 - 1/8 x 1
@@ -161,7 +165,7 @@ def test_kaplan_meier_groups_and_logrank() -> None:
     km = kaplan_meier_groups(time, event, groups)
     assert km.counts == {"high": int((risk > 0).sum()), "low": int((risk <= 0).sum())}
     assert km.logrank_p < 0.001
-    times, surv = km.curves["high"]
+    _times, surv = km.curves["high"]
     assert surv[0] == 1.0
-    assert all(a >= b for a, b in zip(surv, surv[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(surv))
     assert km.curves["high"][1][-1] < km.curves["low"][1][-1]

@@ -410,9 +410,10 @@ def status(config: ConfigOption = None) -> None:
 
 
 def _register_subcommands() -> None:
-    from daemon.train_cli import train_app
+    from daemon.models_cli import evaluate, train_app
 
     app.add_typer(train_app, name="train")
+    app.command("evaluate")(evaluate)
 
 
 _register_subcommands()

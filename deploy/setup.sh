@@ -32,7 +32,7 @@ as_root() {
 if [ "$dev" -eq 1 ]; then
   # command -> Debian package that provides it
   missing=()
-  for pair in redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools; do
+  for pair in redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools chromium:chromium; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     if ! command -v "$cmd" >/dev/null && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
       missing+=("$pkg")

@@ -141,3 +141,23 @@ def predict_probability(
             logits = model(batch.to(where))
             out.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def penultimate_features(
+    model: nn.Module, inputs: NDArray[np.floating], batch_size: int = 16
+) -> NDArray[np.float32]:
+    """The input of the network's last linear layer (its deep features), per input (science D)."""
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ModelError("the network has no linear layer to take features before")
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        captured.append(args[0].detach().flatten(1).cpu())
+
+    hook = linear[-1].register_forward_hook(keep)
+    try:
+        predict_probability(model, inputs, batch_size)
+    finally:
+        hook.remove()
+    return torch.cat(captured).numpy().astype(np.float32)

@@ -135,8 +135,12 @@ def train_network(
     seed: int,
     name: str = "signature",
     progress: Progress | None = None,
+    build: Callable[[], nn.Module] | None = None,
 ) -> TrainedNetwork:
-    """Train one response network on ``inputs`` (N, 1, H, W) with early stopping.
+    """Train one network on ``inputs`` (N, C, H, W) with early stopping.
+
+    ``build`` makes the untrained network (default: science A's response network at the
+    configured backbone and width).
 
     A stratified ``validation_fraction`` of the inputs is held back to pick the best epoch;
     the returned model holds that epoch's weights and is in eval mode.
@@ -153,7 +157,11 @@ def train_network(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     where = device()
-    model = response_network(config.backbone, inputs.shape[-1], config.width).to(where)
+    model = (
+        build()
+        if build is not None
+        else response_network(config.backbone, inputs.shape[-1], config.width)
+    ).to(where)
     optimiser = torch.optim.SGD(
         model.parameters(),
         lr=config.learning_rate,
@@ -219,6 +227,7 @@ def cross_validate(
     name: str = "signature",
     checkpoints: Path | None = None,
     progress: Progress | None = None,
+    build: Callable[[], nn.Module] | None = None,
 ) -> CrossValidated:
     """k-fold training: each patient's signature comes from the network that did not see it.
 
@@ -238,6 +247,7 @@ def cross_validate(
             seed=config.seed + 1 + k,
             name=f"{name} fold {k + 1}/{config.folds}",
             progress=progress,
+            build=build,
         )
         oof[test_idx] = predict_probability(net.model, inputs[test_idx])
         fold_of[test_idx] = k
@@ -246,7 +256,13 @@ def cross_validate(
             checkpoints.mkdir(parents=True, exist_ok=True)
             save_weights(net.model, checkpoints / f"fold{k + 1}.pt")
     final = train_network(
-        inputs, labels, config, seed=config.seed, name=f"{name} final", progress=progress
+        inputs,
+        labels,
+        config,
+        seed=config.seed,
+        name=f"{name} final",
+        progress=progress,
+        build=build,
     )
     if checkpoints is not None:
         save_weights(final.model, checkpoints / "final.pt")

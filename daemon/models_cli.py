@@ -1,0 +1,372 @@
+"""``larc train`` and ``larc evaluate``: models on a hospital's labelled cohort."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+train_app = typer.Typer(
+    help="Train models on a labelled cohort (research use only).", no_args_is_help=True
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="LARC_CONFIG",
+        help="YAML configuration (pairing and role rules are taken from it).",
+    ),
+]
+
+
+@dataclass
+class _Cohort:
+    rows: dict[str, dict[str, str]]
+    cases: dict[str, dict[str, list[Path]]]
+    rules: tuple[Any, ...]
+
+
+def _load_cohort(cohort: Path, labels: Path | None, config: Path | None) -> _Cohort:
+    """Outcomes, each patient's baseline/restaging files (pairing from the configuration)."""
+    from daemon.assembly import load_rules
+    from daemon.cli import _settings
+    from dicom_io.pairing import PairingPolicy
+    from pipeline.cohort import read_labels, scan_folder, timepoint_files
+
+    settings = _settings(config)
+    try:
+        rows = read_labels(labels or cohort / "labels.csv")
+        studies = scan_folder(cohort)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    pairing = settings.pairing
+    policy = PairingPolicy(
+        pairing.restaging_pattern,
+        pairing.baseline_pattern,
+        pairing.min_interval_days,
+        pairing.max_interval_days,
+    )
+    cases = {p: timepoint_files(s, rows.get(p, {}), policy) for p, s in studies.items()}
+    return _Cohort(rows, cases, load_rules(settings.roles.rules_file))
+
+
+@contextmanager
+def _progress(patients: int) -> Iterator[tuple[Callable[[int, int], None], Any]]:
+    """(callback for prepared patients, callback for training epochs) drawing rich bars."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        prep = bar.add_task("preparing images", total=patients, note="")
+        tasks: dict[str, Any] = {}
+
+        def prepared(done: int, total: int) -> None:
+            bar.update(prep, completed=done, total=total)
+
+        def epoch(name: str, n: int, total: int, loss: float) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, note="")
+            bar.update(tasks[name], completed=n, note=f"val loss {loss:.3f}")
+
+        yield prepared, epoch
+
+
+def _signature_names(text: str) -> tuple[str, ...]:
+    from pipeline.case import SIGNATURES
+
+    if text.strip() == "all":
+        return SIGNATURES
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [n for n in names if n not in SIGNATURES]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown signature(s) {', '.join(unknown) or '(none)'}: use 'all' or some of "
+            + ", ".join(SIGNATURES),
+            param_hint="--signatures",
+        )
+    return names
+
+
+@train_app.command("signatures")
+def signatures(
+    cohort: Annotated[
+        Path,
+        typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for weights, signatures.csv, training.json.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Outcomes CSV: patient_id and good_response (0/1) or trg (0-3); optional "
+            "baseline_study_uid / restaging_study_uid. [default: COHORT/labels.csv]"
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    signature: Annotated[
+        str,
+        typer.Option(
+            "--signatures",
+            help="Comma-separated: pre_T2, pre_DWI, pre_CE, post_T2, post_DWI, post_CE, or all.",
+        ),
+    ] = "all",
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.5, help="Share of patients held out (stratified) to test on; 0: none."
+        ),
+    ] = 0.0,
+    folds: Annotated[int, typer.Option(min=2, help="Folds for out-of-fold signatures.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per network.")] = 60,
+    patience: Annotated[
+        int, typer.Option(min=1, help="Early stop after this many epochs without improvement.")
+    ] = 10,
+    batch_size: Annotated[int, typer.Option(min=2, help="SGD batch size (science A: 32).")] = 32,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="SGD learning rate (science A: 0.01).")
+    ] = 0.01,
+    backbone: Annotated[
+        str, typer.Option(help="densenet121 (science A), resnet18 or vit (science C).")
+    ] = "densenet121",
+    width: Annotated[
+        float, typer.Option(min=0.05, max=4.0, help="Channel width factor (1.0 = published).")
+    ] = 1.0,
+    image_size: Annotated[
+        int, typer.Option(min=16, max=1024, help="Slice size fed to the network (A: 256).")
+    ] = 256,
+    no_n4: Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")] = 0,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
+    ] = 0,
+) -> None:
+    """Train science A's signature networks with out-of-fold signatures.
+
+    Every patient is prepared with the same code scoring uses (N4, 0-255, largest tumour
+    slice); each signature network is trained k-fold (SGD, random resized crop and flip, early
+    stopping on a validation split), giving each training patient a signature from a network
+    that never saw it, then once on all patients for inference. Prepared images are cached
+    under OUT/prepared, so a second run skips reading the DICOM files.
+    """
+    from pydantic import ValidationError
+
+    from pipeline.cohort import good_response
+    from pipeline.config import PreprocessConfig
+    from pipeline.signatures import SignatureTraining
+    from pipeline.train import SignatureRun, train_signatures
+
+    names = _signature_names(signature)
+    try:
+        preprocess = PreprocessConfig(slice_size=image_size, n4=not no_n4)
+        training = SignatureTraining.model_validate(
+            {
+                "backbone": backbone,
+                "width": width,
+                "epochs": epochs,
+                "patience": patience,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "folds": folds,
+                "seed": seed,
+            }
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    data = _load_cohort(cohort, labels, config)
+    outcomes = {p: y for p, row in data.rows.items() if (y := good_response(row)) is not None}
+    typer.echo(
+        f"{len(data.cases)} patients with images, {len(outcomes)} with an outcome; training "
+        f"{', '.join(names)}",
+        err=True,
+    )
+    run = SignatureRun(
+        out_dir=out,
+        signatures=names,
+        preprocess=preprocess,
+        training=training,
+        test_fraction=test_fraction,
+        workers=workers or None,
+        rules=data.rules,
+    )
+    with _progress(len(data.cases)) as (prepared, epoch):
+        summary = train_signatures(data.cases, outcomes, run, progress=epoch, prepared=prepared)
+    for name, result in summary["signatures"].items():
+        if result["trained"]:
+            test = result["test_auc"]
+            typer.echo(
+                f"{name}: out-of-fold AUC {result['out_of_fold_auc']:.3f}"
+                + (f", test AUC {test:.3f}" if test is not None else "")
+                + f" ({result['train_patients']} train / {result['test_patients']} test patients)"
+            )
+        else:
+            typer.echo(f"{name}: not trained ({result['reason']})")
+    if summary["skipped"]:
+        typer.echo(f"{len(summary['skipped'])} patients skipped: see {out / 'training.json'}")
+    typer.echo(json.dumps({"out": str(out), "seconds": summary["seconds"]}))
+
+
+@train_app.command("models")
+def models(
+    cohort: Annotated[
+        Path,
+        typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder to write the model bundle to.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Outcomes CSV: patient_id, good_response or trg, dm_event, dm_time_months, "
+            "rfs_event, rfs_time_months, clinical and radiological features (see README). "
+            "[default: COHORT/labels.csv]"
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    name: Annotated[str, typer.Option(help="Bundle name (in the manifest and the SR).")] = (
+        "larc-rectal"
+    ),
+    version: Annotated[str, typer.Option(help="Bundle version.")] = "0.1.0",
+    test_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.5, help="Share of patients held out for the model card."),
+    ] = 0.3,
+    folds: Annotated[int, typer.Option(min=2, help="Folds for out-of-fold network outputs.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per network.")] = 60,
+    patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience (epochs).")] = 10,
+    width: Annotated[
+        float,
+        typer.Option(min=0.05, max=4.0, help="Channel width of every network (1.0 = published)."),
+    ] = 1.0,
+    image_size: Annotated[
+        int, typer.Option(min=32, max=1024, help="Science A slice size (published: 256).")
+    ] = 256,
+    stack_size: Annotated[
+        int, typer.Option(min=32, max=512, help="Science B crop size (published: 112).")
+    ] = 112,
+    stack_depth: Annotated[
+        int, typer.Option(min=1, max=100, help="Science B slices per stack (published: 20).")
+    ] = 20,
+    subtypes: Annotated[int, typer.Option(min=2, max=8, help="Science D subtypes (k).")] = 3,
+    no_n4: Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")] = 0,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
+    ] = 0,
+) -> None:
+    """Train every model and write a bundle: signatures and SVMs (response), DM networks, Cox
+    DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence).
+
+    Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
+    the manifest and model card. `larc evaluate` reports on a bundle; scoring cases as they
+    arrive comes with the workers. Research use only.
+    """
+    from pydantic import ValidationError
+
+    from pipeline.config import PreprocessConfig
+    from pipeline.signatures import SignatureTraining
+    from pipeline.train_models import ModelRun, train_models
+
+    try:
+        preprocess = PreprocessConfig(
+            slice_size=image_size, stack_size=stack_size, stack_depth=stack_depth, n4=not no_n4
+        )
+        common = {"epochs": epochs, "patience": patience, "folds": folds, "seed": seed}
+        response = SignatureTraining.model_validate({**common, "width": width})
+        dm = SignatureTraining.model_validate({**common, "width": width, "backbone": "resnet18"})
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if out.exists() and any(out.iterdir()):
+        typer.echo(f"error: {out} is not empty: choose a new folder for the bundle", err=True)
+        raise typer.Exit(code=2)
+    data = _load_cohort(cohort, labels, config)
+    run = ModelRun(
+        out_dir=out,
+        name=name,
+        version=version,
+        preprocess=preprocess,
+        response=response,
+        dm=dm,
+        test_fraction=test_fraction,
+        subtypes=subtypes,
+        workers=workers or None,
+        rules=data.rules,
+        cache=out.with_name(out.name + ".prepared"),
+    )
+    typer.echo(f"{len(data.cases)} patients with images; training a bundle into {out}", err=True)
+    try:
+        with _progress(len(data.cases)) as (prepared, epoch):
+            manifest = train_models(data.cases, data.rows, run, progress=epoch, prepared=prepared)
+    except ValueError as exc:
+        typer.echo(f"error: cannot train: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"bundle {name} {version} written to {out} ({manifest['seconds']} s)")
+    for key, value in (manifest.get("metrics") or {}).items():
+        if isinstance(value, dict):
+            ci = value.get("ci95")
+            shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+            typer.echo(f"  held-out {key}: {shown}, n = {value['n']}")
+
+
+def evaluate(
+    bundle: Annotated[Path, typer.Option(help="Model bundle folder (from larc train models).")],
+    cohort: Annotated[Path, typer.Option(help="Folder of the cohort's DICOM studies.")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, the figures, report.html.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Outcomes CSV [default: COHORT/labels.csv].")
+    ] = None,
+    config: ConfigOption = None,
+    held_out_only: Annotated[
+        bool,
+        typer.Option(
+            "--held-out-only", help="Skip the patients the bundle was trained on (by hashed id)."
+        ),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
+    ] = 0,
+) -> None:
+    """Evaluate a model bundle on a labelled cohort: JSON, PNG figures and one HTML report.
+
+    Response: AUC with DeLong and bootstrap CIs, accuracy, sensitivity, specificity, F1,
+    ROC curves, DeLong tests between models, calibration, Brier, ECE, decision curves, SHAP.
+    Survival: Harrell's C with CI, time-dependent AUC at 1/2/3/5 years, Kaplan-Meier by risk
+    group and subtype with log-rank p, NRI and IDI of the nomogram versus the clinical model.
+    """
+    from pipeline.bundle import Bundle, BundleError
+    from pipeline.evaluate import evaluate as run_evaluation
+    from pipeline.evaluate import score_cohort
+
+    try:
+        loaded = Bundle.load(bundle)
+    except BundleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    data = _load_cohort(cohort, labels, config)
+    with _progress(len(data.cases)) as (prepared, _):
+        scores, _inputs, skipped = score_cohort(
+            loaded, data.cases, data.rows, held_out_only, workers or None, prepared=prepared
+        )
+    if not scores:
+        typer.echo("error: no patient of the cohort could be scored", err=True)
+        raise typer.Exit(code=1)
+    report = run_evaluation(loaded, scores, data.rows, skipped, out)
+    for model, entry in report["response"]["models"].items():
+        low, high = entry["auc_ci95_delong"]
+        typer.echo(
+            f"{model}: AUC {entry['auc']:.3f} (95% CI {low:.3f}-{high:.3f}), n = {entry['n']}"
+        )
+    dm = report["survival"].get("distant_metastasis", {})
+    if "c_index" in dm:
+        typer.echo(f"DLRS: C-index {dm['c_index']['value']:.3f}, n = {dm['n']}")
+    typer.echo(f"report: {out / 'report.html'}")

@@ -1,0 +1,289 @@
+"""Model bundles: everything a trained model needs to score a case, in one versioned folder.
+
+Layout::
+
+    manifest.json            name, version, schema, created, training-data fingerprint, metrics,
+                             intended use, preprocessing config, network settings, files + sha256
+    model_card.md            the same for people
+    weights/response/<signature>.pt, weights/dm/<T2|ADC>.pt     torch state dicts
+    models/response_<FDL|CR|CRD>.skops, models/subtypes.skops   scikit-learn (skops)
+    models/dm_cox.json, models/nomogram_cox.json, models/rrs_cox.json   Cox models (JSON)
+
+Loading checks the schema version, every file's sha256 and, when asked, that the bundle's
+preprocessing equals the configured one; any mismatch is a :class:`BundleError` saying what
+differs. Nothing is unpickled: torch loads with ``weights_only=True``, skops only known types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
+from pipeline.config import PreprocessConfig
+from pipeline.errors import PipelineInputError
+from pipeline.features import feature_row
+from pipeline.models import (
+    CoxModel,
+    ModelFileError,
+    RiskCutoff,
+    add_deltas,
+    load_estimator,
+)
+from pipeline.networks import (
+    ModelError,
+    dm_network,
+    load_weights,
+    penultimate_features,
+    predict_probability,
+    response_network,
+)
+from pipeline.signatures import to_tensor
+
+BUNDLE_SCHEMA = 1
+RESEARCH_USE = "Research use only - not for diagnostic decisions."
+DM_HORIZON_MONTHS = 36.0
+RFS_HORIZON_MONTHS = 60.0
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used: missing, damaged, or made for other code or preprocessing."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Add the sha256 of every file under ``folder`` and write ``manifest.json``."""
+    files = {
+        str(p.relative_to(folder)): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest = {**manifest, "files": files}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float) + "\n")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle, ready to score prepared cases."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    preprocess: PreprocessConfig
+    response_networks: dict[str, nn.Module] = field(default_factory=dict)
+    dm_networks: dict[str, nn.Module] = field(default_factory=dict)
+    response_models: dict[str, tuple[Any, list[str]]] = field(default_factory=dict)
+    dm_cox: CoxModel | None = None
+    dm_cutoff: RiskCutoff | None = None
+    nomogram: CoxModel | None = None
+    clinical_cox: CoxModel | None = None  # the clinical comparator of the nomogram (NRI, IDI)
+    subtypes: Any = None
+    subtype_order: list[int] = field(default_factory=list)
+    rrs_cox: CoxModel | None = None
+
+    @property
+    def version(self) -> str:
+        """``name`` ``version`` of the bundle."""
+        return f"{self.manifest['name']} {self.manifest['version']}"
+
+    @classmethod
+    def load(cls, folder: Path, expected: PreprocessConfig | None = None) -> Bundle:
+        """Load and check a bundle (see the module docstring)."""
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise BundleError(f"{folder} is not a larc model bundle (no manifest.json)")
+        manifest = json.loads(manifest_path.read_text())
+        schema = manifest.get("schema_version")
+        if schema != BUNDLE_SCHEMA:
+            raise BundleError(
+                f"{folder}: bundle schema {schema}, this larc reads schema {BUNDLE_SCHEMA}: "
+                "retrain the bundle with this version, or install the larc it was made with"
+            )
+        for name, digest in manifest.get("files", {}).items():
+            path = folder / name
+            if not path.is_file():
+                raise BundleError(f"{folder}: {name} is missing")
+            if sha256_file(path) != digest:
+                raise BundleError(f"{folder}: {name} was changed after the bundle was written")
+        try:
+            preprocess = PreprocessConfig.model_validate(manifest["preprocess"])
+        except (KeyError, ValueError) as exc:
+            raise BundleError(
+                f"{folder}: the preprocessing configuration is unreadable: {exc}"
+            ) from exc
+        if preprocess.fingerprint != manifest.get("preprocess_fingerprint"):
+            raise BundleError(
+                f"{folder}: preprocessing fingerprint does not match its configuration"
+            )
+        if expected is not None and expected.fingerprint != preprocess.fingerprint:
+            mine, theirs = expected.model_dump(), preprocess.model_dump()
+            differ = ", ".join(
+                f"{k} {theirs[k]!r} != {mine[k]!r}" for k in mine if mine[k] != theirs[k]
+            )
+            raise BundleError(
+                f"{folder} was trained with other preprocessing ({differ}): scores would not "
+                "mean what the model card says; use the bundle's preprocessing or retrain"
+            )
+        bundle = cls(folder, manifest, preprocess)
+        try:
+            bundle._load_models()
+        except (ModelError, ModelFileError, KeyError, TypeError) as exc:
+            raise BundleError(f"{folder}: {exc}") from exc
+        return bundle
+
+    def _load_models(self) -> None:
+        nets = self.manifest["networks"]
+        folder = self.folder
+        for name in nets["response"]["signatures"]:
+            model = response_network(
+                nets["response"]["backbone"], self.preprocess.slice_size, nets["response"]["width"]
+            )
+            self.response_networks[name] = load_weights(
+                model, folder / f"weights/response/{name}.pt"
+            )
+        for name in nets["dm"]["sequences"]:
+            model = dm_network(
+                nets["dm"]["backbone"],
+                self.preprocess.stack_depth,
+                self.preprocess.stack_size,
+                nets["dm"]["width"],
+            )
+            self.dm_networks[name] = load_weights(model, folder / f"weights/dm/{name}.pt")
+        for name, entry in self.manifest["response"]["models"].items():
+            self.response_models[name] = (load_estimator(folder / entry["file"]), entry["features"])
+        dm = self.manifest.get("dm")
+        if dm:
+            self.dm_cox = CoxModel.load(folder / dm["cox"])
+            self.dm_cutoff = RiskCutoff(dm["cutoff"], dm["horizon_months"])
+            if dm.get("nomogram"):
+                self.nomogram = CoxModel.load(folder / dm["nomogram"])
+            if dm.get("clinical"):
+                self.clinical_cox = CoxModel.load(folder / dm["clinical"])
+        subtypes = self.manifest.get("subtypes")
+        if subtypes:
+            self.subtypes = load_estimator(folder / subtypes["file"])
+            self.subtype_order = list(subtypes["order"])
+            self.rrs_cox = CoxModel.load(folder / subtypes["rrs"])
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def signatures(self, inputs: CaseInputs) -> dict[str, float]:
+        """The response signatures the case has inputs for."""
+        out = {}
+        for name, model in self.response_networks.items():
+            if name in inputs.slices:
+                out[name] = float(
+                    predict_probability(model, to_tensor(inputs.slices[name].array[None]))[0]
+                )
+        return out
+
+    def score(
+        self, inputs: CaseInputs, clinical: Mapping[str, object] | None = None
+    ) -> dict[str, Any]:
+        """Every score the case's inputs allow. ``clinical``: radiologist-read and clinical values
+        by feature name (pre_mwt_mm, post_crm, cea_ng_ml, ...); LD, MWT and volume fall back to
+        the VOI measurements. Each score missing says why in ``not_scored``."""
+        if inputs.config_fingerprint != self.preprocess.fingerprint:
+            raise PipelineInputError(
+                "the case was prepared with other preprocessing than the bundle's: prepare it "
+                "with the bundle's configuration"
+            )
+        result: dict[str, Any] = {"model": self.version, "not_scored": {}}
+        features, measured = feature_row(clinical or {}, inputs.features)
+        result["measured_features"] = measured
+        signatures = self.signatures(inputs)
+        result["signatures"] = signatures
+        row = add_deltas(pd.DataFrame([{**features, **signatures}]))
+        for name, (model, columns) in self.response_models.items():
+            missing = [c for c in columns if c not in row or pd.isna(row[c].iloc[0])]
+            if missing:
+                result["not_scored"][f"response_{name}"] = f"missing {', '.join(missing)}"
+                continue
+            p = float(model.predict_proba(row[columns].to_numpy(float))[0, 1])
+            result[f"response_{name}"] = {
+                "p_good_response": p,
+                "predicted": "good" if p >= 0.5 else "poor",
+            }
+        self._score_baseline(inputs, features, result)
+        return result
+
+    def _score_baseline(
+        self, inputs: CaseInputs, features: dict[str, float], result: dict[str, Any]
+    ) -> None:
+        lacking = [s for s in STACK_SEQUENCES if s not in inputs.stacks]
+        if lacking or self.dm_cox is None or self.dm_cutoff is None:
+            why = (
+                f"no baseline {', '.join(lacking)} stack"
+                if lacking
+                else "the bundle has no DM model"
+            )
+            result["not_scored"]["distant_metastasis"] = why
+            return
+        probs = {
+            s: float(predict_probability(self.dm_networks[s], inputs.stacks[s].array[None])[0])
+            for s in STACK_SEQUENCES
+        }
+        dl_prob = probs["T2"] + probs["ADC"]
+        lp = float(self.dm_cox.linear_predictor(np.array([[dl_prob]]))[0])
+        dm: dict[str, Any] = {
+            "t2w_prob": probs["T2"],
+            "adc_prob": probs["ADC"],
+            "dl_prob": dl_prob,
+            "dlrs": lp,
+            "risk_group": self.dm_cutoff.group(np.array([lp]))[0],
+            "dmfs_3y": float(self.dm_cox.survival_at(np.array([[dl_prob]]), DM_HORIZON_MONTHS)[0]),
+        }
+        if self.nomogram is not None:
+            values = [
+                dl_prob if c == "dl_prob" else features.get(c, math.nan)
+                for c in self.nomogram.covariates
+            ]
+            if any(math.isnan(v) for v in values):
+                result["not_scored"]["nomogram"] = "missing clinical factors"
+            else:
+                dm["nomogram_dmfs_3y"] = float(
+                    self.nomogram.survival_at(np.array([values]), DM_HORIZON_MONTHS)[0]
+                )
+        result["distant_metastasis"] = dm
+        if self.subtypes is not None and self.rrs_cox is not None:
+            deep = np.concatenate(
+                [
+                    penultimate_features(self.dm_networks[s], inputs.stacks[s].array[None])[0]
+                    for s in STACK_SEQUENCES
+                ]
+            )[None]
+            cluster = int(self.subtypes.predict(deep)[0])
+            components = self.subtypes[:-1].transform(deep)
+            result["recurrence"] = {
+                "subtype": f"RDLS{self.subtype_order.index(cluster) + 1}",
+                "rrs": float(self.rrs_cox.linear_predictor(components)[0]),
+                "rfs_5y": float(self.rrs_cox.survival_at(components, RFS_HORIZON_MONTHS)[0]),
+            }
+
+
+def signature_network_settings(backbone: str, width: float) -> dict[str, Any]:
+    """The ``networks.response`` entry of a manifest."""
+    return {"backbone": backbone, "width": width, "signatures": list(SIGNATURES)}
+
+
+def torch_save(model: nn.Module, path: Path) -> None:
+    """State dict to ``path`` (creating its folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)

@@ -1,0 +1,495 @@
+"""``larc train models``: every model of a bundle from a labelled cohort.
+
+1. Prepare every patient once (:func:`pipeline.case.prepare_case`) and hold out a stratified
+   test split (optional).
+2. Science A: the six signature networks, k-fold, giving out-of-fold signatures; RBF-SVMs on
+   them (FDL), on the selected clinical-radiological features (CR) and on both (CRD).
+3. Science B: T2W and ADC networks on the baseline crop stacks for DM within 3 years (patients
+   censored before 3 years are left out of network training, then scored), out-of-fold;
+   DL-prob = T2W-prob + ADC-prob; Cox model -> DLRS; cut-off at the Youden point of the 3-year
+   time-dependent ROC; nomogram = Cox on DL-prob + cT stage + CEA + ypN.
+4. Science D: deep features (penultimate layer of both DM networks) clustered into k subtypes,
+   ordered by recurrence risk; RRS = Cox on their principal components for recurrence-free
+   survival (a simplification: the study built the RRS on the high-risk subtype's features).
+5. Metrics on the held-out patients, written into the manifest with 95 % CIs; the bundle.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dicom_io.roles import DEFAULT_RULES, RoleRule
+from pipeline.bundle import (
+    BUNDLE_SCHEMA,
+    DM_HORIZON_MONTHS,
+    RESEARCH_USE,
+    RFS_HORIZON_MONTHS,
+    Bundle,
+    torch_save,
+    write_manifest,
+)
+from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
+from pipeline.cohort import prepare_cohort
+from pipeline.config import PreprocessConfig
+from pipeline.features import feature_row, select_cr_features
+from pipeline.models import (
+    CoxModel,
+    RiskCutoff,
+    add_deltas,
+    feature_columns,
+    fit_response_svm,
+    fit_subtypes,
+    horizon_outcome,
+    nomogram_points,
+    order_subtypes,
+    save_estimator,
+)
+from pipeline.networks import dm_network, penultimate_features, predict_probability
+from pipeline.signatures import Progress, SignatureTraining, cross_validate, to_tensor
+from pipeline.stats import auc_delong, harrell_c, harrell_c_ci
+
+log = logging.getLogger(__name__)
+NOMOGRAM_FACTORS = ("dl_prob", "pre_mrt", "cea_ng_ml", "ypn_stage")  # science B's kept factors
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What to train and where to write the bundle."""
+
+    out_dir: Path
+    name: str = "larc-rectal"
+    version: str = "0.1.0"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    response: SignatureTraining = field(default_factory=SignatureTraining)
+    dm: SignatureTraining = field(default_factory=lambda: SignatureTraining(backbone="resnet18"))
+    test_fraction: float = 0.3
+    subtypes: int = 3
+    workers: int | None = None
+    rules: tuple[RoleRule, ...] = DEFAULT_RULES
+    cache: Path | None = None
+
+
+def _hash(patient_id: str) -> str:
+    return hashlib.sha256(patient_id.encode()).hexdigest()[:16]
+
+
+def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
+    def number(value: str | None) -> float:
+        try:
+            return float(value) if value not in (None, "") else np.nan
+        except ValueError:
+            return np.nan
+
+    table = pd.DataFrame(index=list(patients))
+    for column in ("good_response", "dm_event", "dm_time_months", "rfs_event", "rfs_time_months"):
+        table[column] = [number(rows[p].get(column)) for p in patients]
+    trg = [number(rows[p].get("trg")) for p in patients]
+    table["good_response"] = table["good_response"].fillna(
+        pd.Series([np.nan if np.isnan(t) else float(t <= 1) for t in trg], index=table.index)
+    )
+    return table
+
+
+def _split(table: pd.DataFrame, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    patients = list(table.index)
+    if fraction <= 0:
+        return patients, []
+    strata = table["good_response"].fillna(-1).astype(int).astype(str)
+    rng = np.random.default_rng(seed)
+    test: list[str] = []
+    for _, members in strata.groupby(strata):
+        names = list(members.index)
+        rng.shuffle(names)
+        test += names[: round(len(names) * fraction)]
+    return [p for p in patients if p not in test], sorted(test)
+
+
+def _network_stage(
+    name: str,
+    x: dict[str, np.ndarray],
+    labels: pd.Series,
+    train: list[str],
+    config: SignatureTraining,
+    out: Path,
+    progress: Progress | None,
+    build: Callable[[], Any] | None = None,
+) -> tuple[dict[str, float], Any]:
+    """Out-of-fold values for labelled training patients; the final network's for the rest."""
+    have = [p for p in train if p in x and not np.isnan(labels.get(p, np.nan))]
+    y = labels[have].astype(int).to_numpy()
+    if len(have) < 2 * config.folds or len(set(y.tolist())) < 2:
+        raise ValueError(f"{name}: {len(have)} usable training patients with both outcomes")
+    result = cross_validate(
+        np.stack([x[p] for p in have]), y, config, name=name, progress=progress, build=build
+    )
+    values = {p: float(v) for p, v in zip(have, result.out_of_fold, strict=True)}
+    rest = [p for p in x if p not in values]
+    if rest:
+        scores = predict_probability(result.final.model, np.stack([x[p] for p in rest]))
+        values |= {p: float(v) for p, v in zip(rest, scores, strict=True)}
+    return values, result.final.model
+
+
+def train_models(
+    cases: Mapping[str, Mapping[str, Sequence[Path]]],
+    rows: Mapping[str, Mapping[str, str]],
+    run: ModelRun,
+    progress: Progress | None = None,
+    prepared: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train everything, write the bundle under ``run.out_dir``, return its manifest."""
+    started = time.perf_counter()
+    out = run.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    labelled = {p: f for p, f in cases.items() if p in rows}
+    inputs, failures = prepare_cohort(
+        labelled,
+        run.preprocess,
+        SIGNATURES,
+        stacks=True,
+        cache=run.cache,
+        workers=run.workers,
+        progress=prepared,
+        rules=run.rules,
+    )
+    patients = sorted(inputs)
+    outcomes = _outcomes(rows, patients)
+    train, test = _split(outcomes, run.test_fraction, run.response.seed)
+    log.info("training on %d patients, testing on %d", len(train), len(test))
+    table = _feature_table(inputs, rows, patients)
+
+    # science A
+    for name in SIGNATURES:
+        x = {
+            p: to_tensor(inputs[p].slices[name].array[None])[0]
+            for p in patients
+            if name in inputs[p].slices
+        }
+        values, model = _network_stage(
+            name, x, outcomes["good_response"], train, run.response, out, progress
+        )
+        table[name] = pd.Series(values)
+        torch_save(model, out / "weights" / "response" / f"{name}.pt")
+    table = add_deltas(table)
+    response_manifest = _fit_response(table, outcomes, train, out, run.response.seed)
+
+    # science B
+    dm_label = pd.Series(
+        horizon_outcome(
+            outcomes["dm_time_months"].to_numpy(),
+            outcomes["dm_event"].fillna(0).astype(int).to_numpy(),
+            DM_HORIZON_MONTHS,
+        ),
+        index=outcomes.index,
+    )
+    dm_models = {}
+    for sequence in STACK_SEQUENCES:
+        x = {p: inputs[p].stacks[sequence].array for p in patients if sequence in inputs[p].stacks}
+
+        def build() -> Any:
+            return dm_network(
+                run.dm.backbone, run.preprocess.stack_depth, run.preprocess.stack_size, run.dm.width
+            )
+
+        values, model = _network_stage(
+            f"DM {sequence}", x, dm_label, train, run.dm, out, progress, build=build
+        )
+        table[f"dm_{sequence}"] = pd.Series(values)
+        dm_models[sequence] = model
+        torch_save(model, out / "weights" / "dm" / f"{sequence}.pt")
+    table["dl_prob"] = table["dm_T2"] + table["dm_ADC"]
+    dm_manifest = _fit_dm(table, outcomes, train, out)
+
+    # science D
+    deep = {
+        p: np.concatenate(
+            [
+                penultimate_features(dm_models[s], inputs[p].stacks[s].array[None])[0]
+                for s in STACK_SEQUENCES
+            ]
+        )
+        for p in patients
+        if all(s in inputs[p].stacks for s in STACK_SEQUENCES)
+    }
+    subtypes_manifest = _fit_subtypes(deep, outcomes, train, run.subtypes, out, run.response.seed)
+
+    manifest: dict[str, Any] = {
+        "schema_version": BUNDLE_SCHEMA,
+        "name": run.name,
+        "version": run.version,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "research_use_only": True,
+        "intended_use": (
+            "Research use only - not for diagnostic decisions. Predicts, from baseline and "
+            "restaging rectal MRI, the probability of good response (TRG 0-1) to neoadjuvant "
+            "chemotherapy, distant-metastasis risk and recurrence subtypes. Not validated on "
+            "this hospital's patients unless its own evaluation report says so."
+        ),
+        "training_data": {
+            "patients": len(patients),
+            "train": len(train),
+            "test": len(test),
+            "skipped": len(failures),
+            "fingerprint": hashlib.sha256(
+                "\n".join(sorted(_hash(p) for p in patients)).encode()
+            ).hexdigest()[:32],
+            "train_patients_sha256": sorted(_hash(p) for p in train),
+        },
+        "preprocess": run.preprocess.model_dump(mode="json"),
+        "preprocess_fingerprint": run.preprocess.fingerprint,
+        "networks": {
+            "response": {
+                "backbone": run.response.backbone,
+                "width": run.response.width,
+                "signatures": list(SIGNATURES),
+                "training": run.response.model_dump(mode="json"),
+            },
+            "dm": {
+                "backbone": run.dm.backbone,
+                "width": run.dm.width,
+                "sequences": list(STACK_SEQUENCES),
+                "training": run.dm.model_dump(mode="json"),
+            },
+        },
+        "response": response_manifest,
+        "dm": dm_manifest,
+        "subtypes": subtypes_manifest,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    manifest["metrics"] = _held_out_metrics(out, manifest, inputs, rows, outcomes, test)
+    (out / "training").mkdir(exist_ok=True)
+    table.assign(split=["test" if p in test else "train" for p in table.index]).rename(
+        index=_hash
+    ).to_csv(out / "training" / "features_and_signatures.csv", index_label="patient_sha256")
+    (out / "model_card.md").write_text(model_card(manifest))
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _feature_table(
+    inputs: Mapping[str, CaseInputs], rows: Mapping[str, Mapping[str, str]], patients: list[str]
+) -> pd.DataFrame:
+    records = {p: feature_row(rows[p], inputs[p].features)[0] for p in patients}
+    return pd.DataFrame.from_dict(records, orient="index")
+
+
+def _fit_response(
+    table: pd.DataFrame, outcomes: pd.DataFrame, train: list[str], out: Path, seed: int
+) -> dict[str, Any]:
+    y = outcomes["good_response"]
+    rows = [p for p in train if not np.isnan(y[p]) and table.loc[p, list(SIGNATURES)].notna().all()]
+    selection = select_cr_features(table.loc[rows], y[rows].astype(int).to_numpy())
+    models: dict[str, Any] = {}
+    for name in ("FDL", "CR", "CRD"):
+        columns = feature_columns(name, selection.selected)
+        usable = [p for p in rows if table.loc[p, columns].notna().all()]
+        model = fit_response_svm(
+            table.loc[usable, columns].to_numpy(float), y[usable].astype(int).to_numpy(), seed
+        )
+        path = out / "models" / f"response_{name}.skops"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_estimator(model, path)
+        models[name] = {
+            "file": f"models/response_{name}.skops",
+            "features": columns,
+            "patients": len(usable),
+        }
+    return {
+        "models": models,
+        "cr_features": list(selection.selected),
+        "cr_selection": {
+            "univariate_p": selection.univariate_p,
+            "multivariate_p": selection.multivariate_p,
+            "thresholds": {"univariate": 0.10, "multivariate": 0.05},
+        },
+        "threshold": 0.5,
+    }
+
+
+def _fit_dm(
+    table: pd.DataFrame, outcomes: pd.DataFrame, train: list[str], out: Path
+) -> dict[str, Any]:
+    frame = (
+        pd.DataFrame(
+            {
+                "dl_prob": table["dl_prob"],
+                "time": outcomes["dm_time_months"],
+                "event": outcomes["dm_event"],
+            }
+        )
+        .loc[train]
+        .dropna()
+    )
+    cox = CoxModel.fit(frame, "time", "event")
+    cox.save(out / "models" / "dm_cox.json")
+    lp = cox.linear_predictor(frame[["dl_prob"]].to_numpy())
+    cutoff = RiskCutoff.fit(
+        lp, frame["time"].to_numpy(), frame["event"].astype(int).to_numpy(), DM_HORIZON_MONTHS
+    )
+    factors = (
+        table.loc[train, list(NOMOGRAM_FACTORS)]
+        .assign(time=outcomes["dm_time_months"], event=outcomes["dm_event"])
+        .dropna()
+    )
+    nomogram = CoxModel.fit(factors, "time", "event")
+    nomogram.save(out / "models" / "nomogram_cox.json")
+    clinical = CoxModel.fit(factors.drop(columns=["dl_prob"]), "time", "event")
+    clinical.save(out / "models" / "clinical_cox.json")
+    ranges = {c: (float(factors[c].min()), float(factors[c].max())) for c in NOMOGRAM_FACTORS}
+    return {
+        "cox": "models/dm_cox.json",
+        "cutoff": cutoff.cutoff,
+        "horizon_months": DM_HORIZON_MONTHS,
+        "nomogram": "models/nomogram_cox.json",
+        "clinical": "models/clinical_cox.json",
+        "nomogram_points": nomogram_points(nomogram, ranges),
+        "coefficients": dict(zip(cox.covariates, cox.coefficients, strict=True)),
+    }
+
+
+def _fit_subtypes(
+    deep: Mapping[str, np.ndarray],
+    outcomes: pd.DataFrame,
+    train: list[str],
+    k: int,
+    out: Path,
+    seed: int,
+) -> dict[str, Any]:
+    rows = [p for p in train if p in deep and not np.isnan(outcomes.loc[p, "rfs_time_months"])]
+    features = np.stack([deep[p] for p in rows])
+    model = fit_subtypes(features, k, seed)
+    labels = model.predict(features)
+    time_ = outcomes.loc[rows, "rfs_time_months"].to_numpy()
+    event = outcomes.loc[rows, "rfs_event"].astype(int).to_numpy()
+    order = order_subtypes(labels, time_, event, k)
+    if k == 3:  # science D: RDLS1 poor prognosis, RDLS2 favourable, RDLS3 intermediate
+        order = [order[0], order[2], order[1]]
+    save_estimator(model, out / "models" / "subtypes.skops")
+    components = model[:-1].transform(features)
+    frame = pd.DataFrame(components, columns=[f"pc{i + 1}" for i in range(components.shape[1])])
+    rrs = CoxModel.fit(frame.assign(time=time_, event=event), "time", "event", penalizer=0.1)
+    rrs.save(out / "models" / "rrs_cox.json")
+    return {
+        "file": "models/subtypes.skops",
+        "k": k,
+        "order": order,
+        "rrs": "models/rrs_cox.json",
+        "horizon_months": RFS_HORIZON_MONTHS,
+        "sizes": {f"RDLS{i + 1}": int((labels == c).sum()) for i, c in enumerate(order)},
+    }
+
+
+def _held_out_metrics(
+    out: Path,
+    manifest: dict[str, Any],
+    inputs: Mapping[str, CaseInputs],
+    rows: Mapping[str, Mapping[str, str]],
+    outcomes: pd.DataFrame,
+    test: list[str],
+) -> dict[str, Any]:
+    """Scores of the held-out patients through the bundle itself, as scoring will compute them."""
+    if not test:
+        return {}
+    write_manifest(out, manifest)  # so the bundle loads as it will in production
+    bundle = Bundle.load(out)
+    scores = {p: bundle.score(inputs[p], rows[p]) for p in test}
+    metrics: dict[str, Any] = {"patients": len(test)}
+    y = outcomes["good_response"]
+    for name in ("FDL", "CR", "CRD"):
+        have = [p for p in test if f"response_{name}" in scores[p] and not np.isnan(y[p])]
+        labels = y[have].astype(int).to_numpy()
+        if len(set(labels.tolist())) == 2:
+            est = auc_delong(
+                labels, [scores[p][f"response_{name}"]["p_good_response"] for p in have]
+            )
+            metrics[f"auc_{name}"] = {"value": est.auc, "ci95": [est.low, est.high], "n": len(have)}
+    have = [
+        p
+        for p in test
+        if "distant_metastasis" in scores[p] and not np.isnan(outcomes.loc[p, "dm_time_months"])
+    ]
+    if have:
+        t = outcomes.loc[have, "dm_time_months"].to_numpy()
+        e = outcomes.loc[have, "dm_event"].astype(int).to_numpy()
+        risk = np.array([scores[p]["distant_metastasis"]["dlrs"] for p in have])
+        if e.sum() > 0:
+            c, low, high = harrell_c_ci(t, e, risk, n_boot=300)
+            metrics["c_index_DLRS"] = {"value": c, "ci95": [low, high], "n": len(have)}
+    have = [
+        p
+        for p in test
+        if "recurrence" in scores[p] and not np.isnan(outcomes.loc[p, "rfs_time_months"])
+    ]
+    if have:
+        e = outcomes.loc[have, "rfs_event"].astype(int).to_numpy()
+        if e.sum() > 0:
+            metrics["c_index_RRS"] = {
+                "value": harrell_c(
+                    outcomes.loc[have, "rfs_time_months"].to_numpy(),
+                    e,
+                    [scores[p]["recurrence"]["rrs"] for p in have],
+                ),
+                "n": len(have),
+            }
+    return metrics
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """The bundle's model card (Markdown)."""
+    data = manifest["training_data"]
+    nets = manifest["networks"]
+    cr = manifest["response"]["cr_features"]
+    lines = [
+        f"# Model card: {manifest['name']} {manifest['version']}",
+        "",
+        f"**{RESEARCH_USE}**",
+        "",
+        f"Created {manifest['created']} by larc (bundle schema {manifest['schema_version']}).",
+        "",
+        "## Intended use",
+        manifest["intended_use"],
+        "",
+        "## Training data",
+        f"{data['patients']} patients prepared ({data['train']} for training, {data['test']} held "
+        f"out, {data['skipped']} skipped); fingerprint `{data['fingerprint']}`.",
+        "",
+        "## Models",
+        f"- Response signatures: {nets['response']['backbone']} (width "
+        f"{nets['response']['width']}), six networks, out-of-fold signatures.",
+        f"- Response classifiers: RBF-SVM on FDL, CR ({', '.join(cr)}) and CRD.",
+        f"- Distant metastasis: {nets['dm']['backbone']} on T2W and ADC crop stacks; Cox on "
+        f"DL-prob (cut-off {manifest['dm']['cutoff']:.3f}); nomogram with cT stage, CEA, ypN.",
+        f"- Subtypes: k = {manifest['subtypes']['k']} clusters of deep features; RRS Cox on their "
+        "principal components.",
+        "",
+        "## Held-out metrics",
+    ]
+    metrics = manifest.get("metrics") or {}
+    if not metrics:
+        lines.append("No held-out patients: evaluate with `larc evaluate` on another cohort.")
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            ci = value.get("ci95")
+            shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+            lines.append(f"- {key}: {shown}, n = {value['n']}")
+    lines += [
+        "",
+        "## Preprocessing",
+        f"Fingerprint `{manifest['preprocess_fingerprint']}`: "
+        + ", ".join(f"{k} {v}" for k, v in manifest["preprocess"].items()),
+        "",
+        "## Limitations",
+        "Trained on the data above only; performance elsewhere is unknown until evaluated. The "
+        "RRS is a Cox model on deep-feature principal components, simpler than the study's.",
+    ]
+    return "\n".join(lines) + "\n"

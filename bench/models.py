@@ -1,0 +1,120 @@
+"""Model-quality benchmark: a synthetic cohort (300 patients, matrix 64, fixed seed), every model
+trained on 70 % with `train_models`, scored on the held-out 30 % through the bundle, and compared
+with the generator's oracle on the same patients. Not a test: run it by hand, record the table.
+
+    .venv/bin/python bench/models.py [--patients 300] [--width 0.25] [--epochs 30] [--folds 3]
+
+Prints, for CR, FDL, CRD (AUC of good response) and DLRS (C-index of distant metastasis): the
+test value, the oracle value and their ratio (target: FDL >= 0.9 x oracle, DLRS >= 0.9 x oracle),
+with the settings used (chosen to fit 30 minutes on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, this file's folder leads sys.path and bench/pipeline.py would hide the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+import torch
+
+from dicom_io.pairing import PairingPolicy
+from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
+from pipeline.bundle import Bundle
+from pipeline.cohort import scan_folder, timepoint_files
+from pipeline.config import PreprocessConfig
+from pipeline.evaluate import score_cohort
+from pipeline.signatures import SignatureTraining
+from pipeline.stats import auc, harrell_c
+from pipeline.train_models import ModelRun, train_models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--stack-size", type=int, default=48)
+    parser.add_argument("--stack-depth", type=int, default=12)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = CohortSpec(
+            patients=args.patients, seed=args.seed, matrix=64, slices=12, missing_fraction=0.0
+        )
+        cohort = generate_cohort(spec, Path(tmp) / "cohort", workers=2)
+        generated = time.perf_counter() - started
+        with cohort.labels_path.open() as handle:
+            rows = {r["patient_id"]: r for r in csv.DictReader(handle)}
+        policy = PairingPolicy("re-?stag", "baseline", 21, 200)
+        cases = {
+            p: timepoint_files(s, rows[p], policy) for p, s in scan_folder(cohort.out_dir).items()
+        }
+        common = {"epochs": args.epochs, "folds": args.folds, "patience": 8, "seed": args.seed}
+        run = ModelRun(
+            out_dir=Path(tmp) / "bundle",
+            preprocess=PreprocessConfig(
+                slice_size=args.image_size, stack_size=args.stack_size, stack_depth=args.stack_depth
+            ),
+            response=SignatureTraining.model_validate({**common, "width": args.width}),
+            dm=SignatureTraining.model_validate(
+                {**common, "width": args.width, "backbone": "resnet18"}
+            ),
+            test_fraction=0.3,
+            workers=2,
+            cache=Path(tmp) / "prepared",
+        )
+        manifest = train_models(cases, rows, run)
+        trained = time.perf_counter() - started - generated
+        bundle = Bundle.load(run.out_dir)
+        scores, _, _ = score_cohort(bundle, cases, rows, held_out_only=True, cache=run.cache)
+    test = sorted(scores)
+    train_hashes = set(manifest["training_data"]["train_patients_sha256"])
+    assert not any(hashlib.sha256(p.encode()).hexdigest()[:16] in train_hashes for p in test)
+    y = np.array([int(rows[p]["good_response"]) for p in test])
+    oracle_p = np.array([float(rows[p]["oracle_p_good"]) for p in test])
+    table = []
+    for name in ("CR", "FDL", "CRD"):
+        have = [i for i, p in enumerate(test) if f"response_{name}" in scores[p]]
+        value = auc(y[have], [scores[test[i]][f"response_{name}"]["p_good_response"] for i in have])
+        oracle = auc(y[have], oracle_p[have])
+        table.append((name, "AUC", len(have), value, oracle))
+    dm = [p for p in test if "distant_metastasis" in scores[p]]
+    t = np.array([float(rows[p]["dm_time_months"]) for p in dm])
+    e = np.array([int(rows[p]["dm_event"]) for p in dm])
+    dlrs = harrell_c(t, e, [scores[p]["distant_metastasis"]["dlrs"] for p in dm])
+    oracle_c = harrell_c(t, e, [float(rows[p]["oracle_log_hazard_dm"]) for p in dm])
+    table.append(("DLRS", "C-index", len(dm), dlrs, oracle_c))
+    total = time.perf_counter() - started
+    print(
+        f"{args.patients} synthetic patients (seed {args.seed}, matrix 64, 12 slices), 70/30 "
+        "split; "
+        f"networks: DenseNet121 / ResNet18 at width {args.width}, {args.image_size}^2 slices, "
+        f"{args.stack_depth} x {args.stack_size}^2 stacks, {args.folds} folds, <= {args.epochs} "
+        f"epochs; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(f"generate {generated:.0f} s, train {trained:.0f} s, total {total:.0f} s")
+    print("| model | metric | test patients | test | oracle | ratio |\n|---|---|---|---|---|---|")
+    for name, metric, n, value, oracle in table:
+        print(f"| {name} | {metric} | {n} | {value:.3f} | {oracle:.3f} | {value / oracle:.2f} |")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"table": table, "seconds": total, "args": vars(args)}, default=str)
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

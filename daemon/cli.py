@@ -22,8 +22,8 @@ app = typer.Typer(
         "diagnostic decisions).\n\nBuilt so far: the DICOM node - listener, durable store and "
         "index, study assembly, series roles, baseline/restaging pairing, prior retrieval "
         "(serve, status, config) - the synthetic cohort generator (synth), the demo, and "
-        "training of the signature networks on a labelled cohort (train signatures). Scoring "
-        "models, workers and the worklist are on the roadmap (see README)."
+        "training and evaluation of the models on a labelled cohort (train, evaluate). Scoring "
+        "cases as they arrive (workers), results to the PACS and the worklist are on the roadmap."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -269,7 +269,7 @@ def _demo_ingest(out: Path) -> None:
         typer.echo("")
         _print_table(rows)
         typer.echo(
-            "\nscores: not yet - the imaging pipeline and workers are on the roadmap (README)"
+            "\nscores: not yet - scoring cases as they arrive comes with the workers (README)"
         )
     finally:
         daemon.stop()

@@ -120,7 +120,6 @@ def _network_stage(
     labels: pd.Series,
     train: list[str],
     config: SignatureTraining,
-    out: Path,
     progress: Progress | None,
     build: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, float], Any]:
@@ -176,7 +175,7 @@ def train_models(
             if name in inputs[p].slices
         }
         values, model = _network_stage(
-            name, x, outcomes["good_response"], train, run.response, out, progress
+            name, x, outcomes["good_response"], train, run.response, progress
         )
         table[name] = pd.Series(values)
         torch_save(model, out / "weights" / "response" / f"{name}.pt")
@@ -202,7 +201,7 @@ def train_models(
             )
 
         values, model = _network_stage(
-            f"DM {sequence}", x, dm_label, train, run.dm, out, progress, build=build
+            f"DM {sequence}", x, dm_label, train, run.dm, progress, build=build
         )
         table[f"dm_{sequence}"] = pd.Series(values)
         dm_models[sequence] = model

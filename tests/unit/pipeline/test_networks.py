@@ -103,3 +103,20 @@ def test_gradcam_on_densenet_has_the_slice_shape() -> None:
     image = np.random.default_rng(0).normal(size=(1, 256, 256)).astype(np.float32)
     heat = gradcam(response_network("densenet121"), image, GRADCAM_LAYERS["densenet121"])
     assert heat.shape == (256, 256)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_inference_and_gradcam_match_the_cpu() -> None:
+    torch.manual_seed(5)
+    model = response_network("densenet121", image_size=64, width=0.5)
+    slices = np.random.default_rng(5).normal(size=(3, 1, 64, 64)).astype(np.float32)
+    on_gpu = predict_probability(model, slices)  # device() picks the GPU
+    assert next(model.parameters()).is_cuda
+    heat_gpu = gradcam(model, slices[0], GRADCAM_LAYERS["densenet121"])
+    model.cpu()
+    with torch.no_grad():
+        on_cpu = torch.softmax(model.eval()(torch.as_tensor(slices)), dim=1)[:, 1].numpy()
+    assert np.allclose(on_gpu, on_cpu, atol=1e-4)
+    heat_cpu = gradcam(model, slices[0], GRADCAM_LAYERS["densenet121"])
+    assert np.allclose(heat_gpu, heat_cpu, atol=1e-3)

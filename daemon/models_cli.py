@@ -269,7 +269,8 @@ def models(
 
     Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
     the manifest and model card. `larc evaluate` reports on a bundle; scoring cases as they
-    arrive comes with the workers. Research use only.
+    arrive comes with the workers. Prepared images are cached in OUT.prepared next to the
+    bundle. Research use only.
     """
     from pydantic import ValidationError
 

@@ -24,6 +24,25 @@ ConfigOption = Annotated[
     ),
 ]
 
+CohortOption = Annotated[
+    Path, typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth).")
+]
+FoldsOption = Annotated[
+    int, typer.Option(min=2, help="Folds for out-of-fold network outputs (signatures).")
+]
+EpochsOption = Annotated[int, typer.Option(min=1, help="Most epochs per network.")]
+PatienceOption = Annotated[
+    int, typer.Option(min=1, help="Early stop after this many epochs without improvement.")
+]
+WidthOption = Annotated[
+    float, typer.Option(min=0.05, max=4.0, help="Channel width factor (1.0 = published).")
+]
+NoN4Option = Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")]
+WorkersOption = Annotated[
+    int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
+]
+
 
 @dataclass
 class _Cohort:
@@ -102,10 +121,7 @@ def _signature_names(text: str) -> tuple[str, ...]:
 
 @train_app.command("signatures")
 def signatures(
-    cohort: Annotated[
-        Path,
-        typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth)."),
-    ],
+    cohort: CohortOption,
     out: Annotated[Path, typer.Option(help="Folder for weights, signatures.csv, training.json.")],
     labels: Annotated[
         Path | None,
@@ -128,11 +144,9 @@ def signatures(
             min=0.0, max=0.5, help="Share of patients held out (stratified) to test on; 0: none."
         ),
     ] = 0.0,
-    folds: Annotated[int, typer.Option(min=2, help="Folds for out-of-fold signatures.")] = 5,
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per network.")] = 60,
-    patience: Annotated[
-        int, typer.Option(min=1, help="Early stop after this many epochs without improvement.")
-    ] = 10,
+    folds: FoldsOption = 5,
+    epochs: EpochsOption = 60,
+    patience: PatienceOption = 10,
     batch_size: Annotated[int, typer.Option(min=2, help="SGD batch size (science A: 32).")] = 32,
     learning_rate: Annotated[
         float, typer.Option(min=0.0, help="SGD learning rate (science A: 0.01).")
@@ -140,17 +154,13 @@ def signatures(
     backbone: Annotated[
         str, typer.Option(help="densenet121 (science A), resnet18 or vit (science C).")
     ] = "densenet121",
-    width: Annotated[
-        float, typer.Option(min=0.05, max=4.0, help="Channel width factor (1.0 = published).")
-    ] = 1.0,
+    width: WidthOption = 1.0,
     image_size: Annotated[
         int, typer.Option(min=16, max=1024, help="Slice size fed to the network (A: 256).")
     ] = 256,
-    no_n4: Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")] = 0,
-    workers: Annotated[
-        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
-    ] = 0,
+    no_n4: NoN4Option = False,
+    seed: SeedOption = 0,
+    workers: WorkersOption = 0,
 ) -> None:
     """Train science A's signature networks with out-of-fold signatures.
 
@@ -219,10 +229,7 @@ def signatures(
 
 @train_app.command("models")
 def models(
-    cohort: Annotated[
-        Path,
-        typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth)."),
-    ],
+    cohort: CohortOption,
     out: Annotated[Path, typer.Option(help="Folder to write the model bundle to.")],
     labels: Annotated[
         Path | None,
@@ -241,13 +248,10 @@ def models(
         float,
         typer.Option(min=0.0, max=0.5, help="Share of patients held out for the model card."),
     ] = 0.3,
-    folds: Annotated[int, typer.Option(min=2, help="Folds for out-of-fold network outputs.")] = 5,
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per network.")] = 60,
-    patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience (epochs).")] = 10,
-    width: Annotated[
-        float,
-        typer.Option(min=0.05, max=4.0, help="Channel width of every network (1.0 = published)."),
-    ] = 1.0,
+    folds: FoldsOption = 5,
+    epochs: EpochsOption = 60,
+    patience: PatienceOption = 10,
+    width: WidthOption = 1.0,
     image_size: Annotated[
         int, typer.Option(min=32, max=1024, help="Science A slice size (published: 256).")
     ] = 256,
@@ -258,11 +262,9 @@ def models(
         int, typer.Option(min=1, max=100, help="Science B slices per stack (published: 20).")
     ] = 20,
     subtypes: Annotated[int, typer.Option(min=2, max=8, help="Science D subtypes (k).")] = 3,
-    no_n4: Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")] = 0,
-    workers: Annotated[
-        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
-    ] = 0,
+    no_n4: NoN4Option = False,
+    seed: SeedOption = 0,
+    workers: WorkersOption = 0,
 ) -> None:
     """Train every model and write a bundle: signatures and SVMs (response), DM networks, Cox
     DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence).
@@ -321,7 +323,7 @@ def models(
 
 def evaluate(
     bundle: Annotated[Path, typer.Option(help="Model bundle folder (from larc train models).")],
-    cohort: Annotated[Path, typer.Option(help="Folder of the cohort's DICOM studies.")],
+    cohort: CohortOption,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, the figures, report.html.")],
     labels: Annotated[
         Path | None, typer.Option(help="Outcomes CSV [default: COHORT/labels.csv].")
@@ -333,9 +335,7 @@ def evaluate(
             "--held-out-only", help="Skip the patients the bundle was trained on (by hashed id)."
         ),
     ] = False,
-    workers: Annotated[
-        int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
-    ] = 0,
+    workers: WorkersOption = 0,
 ) -> None:
     """Evaluate a model bundle on a labelled cohort: JSON, PNG figures and one HTML report.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -91,6 +92,19 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
         if "patient_id" not in (reader.fieldnames or []):
             raise ValueError(f"{path} has no patient_id column")
         return {row["patient_id"]: row for row in reader}
+
+
+def patient_hash(patient_id: str) -> str:
+    """The short sha256 by which bundles and reports refer to a patient (never the id)."""
+    return hashlib.sha256(patient_id.encode()).hexdigest()[:16]
+
+
+def number(value: object) -> float:
+    """A CSV cell as a number; NaN when empty or not a number."""
+    try:
+        return float(str(value)) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
 
 
 def good_response(row: Mapping[str, str]) -> int | None:

@@ -10,7 +10,6 @@ nomogram's points table.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import logging
@@ -31,7 +30,7 @@ from sklearn.metrics import roc_curve
 
 from pipeline.bundle import DM_HORIZON_MONTHS, RESEARCH_USE, RFS_HORIZON_MONTHS, Bundle
 from pipeline.case import SIGNATURES, CaseInputs
-from pipeline.cohort import prepare_cohort
+from pipeline.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.features import feature_row
 from pipeline.models import add_deltas, horizon_outcome
 from pipeline.stats import (
@@ -52,17 +51,6 @@ RESPONSE_MODELS = ("FDL", "CR", "CRD")
 HORIZONS_MONTHS = (12.0, 24.0, 36.0, 60.0)
 
 
-def _hash(patient_id: str) -> str:
-    return hashlib.sha256(patient_id.encode()).hexdigest()[:16]
-
-
-def _number(value: object) -> float:
-    try:
-        return float(str(value)) if value not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
 def score_cohort(
     bundle: Bundle,
     cases: Mapping[str, Mapping[str, Sequence[Path]]],
@@ -75,7 +63,9 @@ def score_cohort(
     """(scores, inputs, skipped-with-reason) of every labelled patient."""
     trained = set(bundle.manifest["training_data"].get("train_patients_sha256", []))
     chosen = {
-        p: f for p, f in cases.items() if p in rows and not (held_out_only and _hash(p) in trained)
+        p: f
+        for p, f in cases.items()
+        if p in rows and not (held_out_only and patient_hash(p) in trained)
     }
     inputs, failures = prepare_cohort(
         chosen,
@@ -103,11 +93,9 @@ def _binary(
     bundle: Bundle,
     out: Path,
 ) -> dict[str, Any]:
-    y_all = {p: _number(rows[p].get("good_response")) for p in scores}
-    for p, value in list(y_all.items()):
-        if math.isnan(value):
-            trg = _number(rows[p].get("trg"))
-            y_all[p] = math.nan if math.isnan(trg) else float(trg <= 1)
+    y_all = {
+        p: math.nan if (label := good_response(rows[p])) is None else float(label) for p in scores
+    }
     result: dict[str, Any] = {"models": {}, "figures": {}}
     probs: dict[str, dict[str, float]] = {}
     for name in RESPONSE_MODELS:
@@ -248,11 +236,11 @@ def _survival(
         p
         for p in scores
         if "distant_metastasis" in scores[p]
-        and not math.isnan(_number(rows[p].get("dm_time_months")))
+        and not math.isnan(number(rows[p].get("dm_time_months")))
     ]
     if dm:
-        t = np.array([_number(rows[p]["dm_time_months"]) for p in dm])
-        e = np.array([int(_number(rows[p]["dm_event"])) for p in dm])
+        t = np.array([number(rows[p]["dm_time_months"]) for p in dm])
+        e = np.array([int(number(rows[p]["dm_event"])) for p in dm])
         risk = np.array([scores[p]["distant_metastasis"]["dlrs"] for p in dm])
         groups = [scores[p]["distant_metastasis"]["risk_group"] for p in dm]
         entry: dict[str, Any] = {"n": len(dm), "events": int(e.sum())}
@@ -275,11 +263,11 @@ def _survival(
     rec = [
         p
         for p in scores
-        if "recurrence" in scores[p] and not math.isnan(_number(rows[p].get("rfs_time_months")))
+        if "recurrence" in scores[p] and not math.isnan(number(rows[p].get("rfs_time_months")))
     ]
     if rec:
-        t = np.array([_number(rows[p]["rfs_time_months"]) for p in rec])
-        e = np.array([int(_number(rows[p]["rfs_event"])) for p in rec])
+        t = np.array([number(rows[p]["rfs_time_months"]) for p in rec])
+        e = np.array([int(number(rows[p]["rfs_event"])) for p in rec])
         rrs = np.array([scores[p]["recurrence"]["rrs"] for p in rec])
         entry = {"n": len(rec), "events": int(e.sum())}
         if e.sum() > 0:
@@ -382,7 +370,7 @@ def evaluate(
         "bundle": bundle.version,
         "bundle_created": bundle.manifest["created"],
         "patients_scored": len(scores),
-        "patients_skipped": {_hash(p): why for p, why in skipped.items()},
+        "patients_skipped": {patient_hash(p): why for p, why in skipped.items()},
         "research_use": RESEARCH_USE,
         "response": _binary(scores, rows, bundle, out),
         "survival": _survival(scores, rows, bundle, out),

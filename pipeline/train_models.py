@@ -39,7 +39,7 @@ from pipeline.bundle import (
     write_manifest,
 )
 from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
-from pipeline.cohort import prepare_cohort
+from pipeline.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.config import PreprocessConfig
 from pipeline.features import feature_row, select_cr_features
 from pipeline.models import (
@@ -79,24 +79,13 @@ class ModelRun:
     cache: Path | None = None
 
 
-def _hash(patient_id: str) -> str:
-    return hashlib.sha256(patient_id.encode()).hexdigest()[:16]
-
-
 def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
-    def number(value: str | None) -> float:
-        try:
-            return float(value) if value not in (None, "") else np.nan
-        except ValueError:
-            return np.nan
-
     table = pd.DataFrame(index=list(patients))
-    for column in ("good_response", "dm_event", "dm_time_months", "rfs_event", "rfs_time_months"):
+    table["good_response"] = [
+        np.nan if (label := good_response(rows[p])) is None else float(label) for p in patients
+    ]
+    for column in ("dm_event", "dm_time_months", "rfs_event", "rfs_time_months"):
         table[column] = [number(rows[p].get(column)) for p in patients]
-    trg = [number(rows[p].get("trg")) for p in patients]
-    table["good_response"] = table["good_response"].fillna(
-        pd.Series([np.nan if np.isnan(t) else float(t <= 1) for t in trg], index=table.index)
-    )
     return table
 
 
@@ -240,9 +229,9 @@ def train_models(
             "test": len(test),
             "skipped": len(failures),
             "fingerprint": hashlib.sha256(
-                "\n".join(sorted(_hash(p) for p in patients)).encode()
+                "\n".join(sorted(patient_hash(p) for p in patients)).encode()
             ).hexdigest()[:32],
-            "train_patients_sha256": sorted(_hash(p) for p in train),
+            "train_patients_sha256": sorted(patient_hash(p) for p in train),
         },
         "preprocess": run.preprocess.model_dump(mode="json"),
         "preprocess_fingerprint": run.preprocess.fingerprint,
@@ -268,7 +257,7 @@ def train_models(
     manifest["metrics"] = _held_out_metrics(out, manifest, inputs, rows, outcomes, test)
     (out / "training").mkdir(exist_ok=True)
     table.assign(split=["test" if p in test else "train" for p in table.index]).rename(
-        index=_hash
+        index=patient_hash
     ).to_csv(out / "training" / "features_and_signatures.csv", index_label="patient_sha256")
     (out / "model_card.md").write_text(model_card(manifest))
     write_manifest(out, manifest)

@@ -19,11 +19,13 @@ app = typer.Typer(
     name="larc",
     help=(
         "larc: AI scoring of rectal-cancer MRI next to a PACS (research use only - not for "
-        "diagnostic decisions).\n\nBuilt so far: the DICOM node - listener, durable store and "
-        "index, study assembly, series roles, baseline/restaging pairing, prior retrieval "
-        "(serve, status, config) - the synthetic cohort generator (synth), the demo, and "
-        "training and evaluation of the models on a labelled cohort (train, evaluate). Scoring "
-        "cases as they arrive (workers), results to the PACS and the worklist are on the roadmap."
+        "diagnostic decisions).\n\nlarc serve receives studies over DICOM, stores and indexes "
+        "them, pairs each patient's baseline and restaging studies, scores every ready case "
+        "(worker threads, or larc worker processes on a Redis broker) and sends the results - "
+        "a TID 1500 SR and Grad-CAM Secondary Captures - back to the PACS (or an outbox "
+        "folder). Also: status, config, retry-exports, the synthetic cohort generator (synth), "
+        "the demo, and training and evaluation of the models (train, evaluate). The web "
+        "worklist is on the roadmap."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -288,11 +290,16 @@ def serve(
     stable_age_s: Annotated[
         float | None, typer.Option(help="Quiet seconds before a study is stable.")
     ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Model bundle folder (models.bundle_dir).")
+    ] = None,
 ) -> None:
-    """Run the daemon: the DICOM listener (C-ECHO, C-STORE) with its durable store and index.
+    """Run the daemon: DICOM listener, durable store and index, study assembly, scoring, export.
 
-    Every instance is fsynced and indexed before the sender hears success. Stops cleanly on
-    SIGTERM or Ctrl-C. Refuses to start when reachable from the network with no allow-list.
+    Every instance is fsynced and indexed before the sender hears success. Ready cases are
+    scored in worker threads (no broker.url) or by larc worker processes (broker.url set);
+    results go to export.destinations, or to <data_dir>/outbox/. Stops cleanly on SIGTERM or
+    Ctrl-C. Refuses to start when reachable from the network with no allow-list.
     """
     from daemon.service import Daemon
 
@@ -305,6 +312,7 @@ def serve(
         },
         storage={"data_dir": data_dir} if data_dir else None,
         assembly={"stable_age_s": stable_age_s} if stable_age_s else None,
+        models={"bundle_dir": bundle} if bundle else None,
     )
     asked = ctx.obj or {}
     configure_logging(
@@ -377,6 +385,46 @@ def _print_studies(index: Any, patient_id: str) -> None:
             )
 
 
+def score_summary(kind: str, scores: dict[str, Any]) -> str:
+    """One line of a case's main scores."""
+    if kind == "response":
+        parts = [
+            f"P(good response) {name} {scores[f'response_{name}']['p_good_response']:.2f}"
+            for name in ("FDL", "CRD", "CR")
+            if scores.get(f"response_{name}")
+        ]
+    else:
+        dm = scores.get("distant_metastasis") or {}
+        recurrence = scores.get("recurrence") or {}
+        parts = [f"DM risk {dm['risk_group']} (DLRS {dm['dlrs']:.2f})"] if dm else []
+        parts += [f"3y DMFS {dm['dmfs_3y']:.2f}"] if dm else []
+        parts += [f"subtype {recurrence['subtype']}"] if recurrence else []
+    return ", ".join(parts) or "no score: " + "; ".join(
+        f"{k}: {v}" for k, v in (scores.get("not_scored") or {}).items()
+    )
+
+
+def _print_result(index: Any, case: Any) -> None:
+    import json
+
+    if not case["work_key"]:
+        return
+    rows = index.query("SELECT * FROM results WHERE work_key = ?", (case["work_key"],))
+    if not rows:
+        return
+    result = rows[0]
+    scores = json.loads(result["scores"])
+    typer.echo(f"    scores ({scores.get('model')}): {score_summary(case['kind'], scores)}")
+    files = result["files"].split("\n")
+    typer.echo(f"    results: SR {result['sr_sop_uid']} + {len(files) - 1} Secondary Capture(s)")
+    for export in index.query("SELECT * FROM exports WHERE work_key = ?", (case["work_key"],)):
+        error = f" ({export['last_error']})" if export["last_error"] else ""
+        typer.echo(
+            f"    export to {export['destination']}: {export['state']}, "
+            f"{export['attempts']} tries{error}"
+        )
+
+
 @app.command()
 def status(config: ConfigOption = None) -> None:
     """List patients, studies (timepoints), series (roles and why), cases, recent rejections."""
@@ -400,6 +448,7 @@ def status(config: ConfigOption = None) -> None:
                     f"  case {case['case_id']} {case['kind']} v{case['version']}: "
                     f"{case['state']} - {case['reason']}"
                 )
+                _print_result(index, case)
         rejections = index.query("SELECT * FROM rejections ORDER BY id DESC LIMIT 20")
         if rejections:
             typer.echo("recent rejections:")
@@ -411,9 +460,12 @@ def status(config: ConfigOption = None) -> None:
 
 def _register_subcommands() -> None:
     from daemon.models_cli import evaluate, train_app
+    from daemon.workers_cli import retry_exports, worker
 
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate)
+    app.command("worker")(worker)
+    app.command("retry-exports")(retry_exports)
 
 
 _register_subcommands()

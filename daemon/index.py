@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -90,7 +90,9 @@ CREATE TABLE IF NOT EXISTS cases (
     restaging_study_uid TEXT,
     inputs TEXT,
     fingerprint TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    work_key TEXT,
+    task TEXT
 );
 CREATE TABLE IF NOT EXISTS case_history (
     id INTEGER PRIMARY KEY,
@@ -100,6 +102,28 @@ CREATE TABLE IF NOT EXISTS case_history (
     reason TEXT,
     fingerprint TEXT,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    work_key TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    version INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    sr_sop_uid TEXT NOT NULL,
+    sr_series_uid TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    files TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY,
+    work_key TEXT NOT NULL REFERENCES results(work_key),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    sent_at REAL,
+    UNIQUE (work_key, destination)
 );
 CREATE TABLE IF NOT EXISTS duplicates (
     id INTEGER PRIMARY KEY,
@@ -156,6 +180,10 @@ class Index:
         row = self._db.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        elif row["version"] == 1:  # 1 -> 2: cases remember their work key and task
+            self._db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
+            self._db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
+            self._db.execute("UPDATE schema_version SET version = 2")
         elif row["version"] != SCHEMA_VERSION:
             raise RuntimeError(
                 f"index {path} has schema version {row['version']}, this larc expects "
@@ -341,6 +369,64 @@ class Index:
                         now,
                     ),
                 )
+
+    def set_case_state(
+        self,
+        case_id: str,
+        version: int,
+        state: str,
+        reason: str,
+        work_key: str | None = None,
+        task: str | None = None,
+    ) -> bool:
+        """Move one case version to ``state`` (with a history entry). ``False`` when the case
+        has moved on to another version meanwhile (the change is then dropped)."""
+        now = time.time()
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE cases SET state = ?, reason = ?, updated_at = ?, "
+                "work_key = COALESCE(?, work_key), task = COALESCE(?, task) "
+                "WHERE case_id = ? AND version = ?",
+                (state, reason, now, work_key, task, case_id, version),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
+                    "SELECT case_id, version, state, reason, fingerprint, ? FROM cases "
+                    "WHERE case_id = ?",
+                    (now, case_id),
+                )
+        return bool(changed)
+
+    def record_result(self, row: dict[str, Any], destinations: list[str]) -> bool:
+        """Store a case version's result and queue its exports; ``False`` when the work key
+        has a result already (a redelivered task: nothing is added)."""
+        now = time.time()
+        with self._transaction() as db:
+            added = db.execute(
+                "INSERT INTO results (work_key, case_id, version, study_uid, sr_sop_uid, "
+                "sr_series_uid, scores, files, created_at) VALUES (:work_key, :case_id, "
+                ":version, :study_uid, :sr_sop_uid, :sr_series_uid, :scores, :files, :now) "
+                "ON CONFLICT(work_key) DO NOTHING",
+                {**row, "now": now},
+            ).rowcount
+            if added:
+                db.executemany(
+                    "INSERT INTO exports (work_key, destination, state, next_at) "
+                    "VALUES (?, ?, 'pending', ?)",
+                    [(row["work_key"], d, now) for d in destinations],
+                )
+        return bool(added)
+
+    def update_export(self, export_id: int, state: str, attempts: int, next_at: float,
+                      error: str | None) -> None:  # fmt: skip
+        """Record the outcome of one try of an export."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = ?, attempts = ?, next_at = ?, last_error = ?, "
+                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                (state, attempts, next_at, error, state, time.time(), export_id),
+            )
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read-only query for status reports and tests."""

@@ -37,7 +37,6 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # highdicom narrates every attribute it copies at INFO; keep that for DEBUG runs
     # highdicom narrates every attribute it copies, pynetdicom every message: keep for DEBUG
     for name in ("highdicom", "pynetdicom"):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

@@ -8,20 +8,43 @@ import ssl
 import threading
 from types import FrameType
 
-from daemon.assembly import Assembler, load_rules
+from daemon.assembly import Assembler, load_rules, log_ready
+from daemon.dispatch import CeleryExecutor, Dispatcher, EmbeddedExecutor, Executor, ModelInfo
+from daemon.export import Exporter
 from daemon.index import Index
 from daemon.ingest import Ingest
 from daemon.priors import PriorRetriever
 from daemon.settings import Settings, TlsSettings
 from dicom_io.pairing import PairingPolicy
+from dicom_io.roles import RoleRule
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.scu import PacsNode
 from dicom_io.storage import InstanceStore
+from workers.app import CeleryConfig
+from workers.app import configure as configure_celery
 
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
 INSTANCES_DIR = "instances"
+
+
+def celery_config(settings: Settings) -> CeleryConfig:
+    """The Celery app's configuration from larc's settings (broker must be set)."""
+    broker = settings.broker
+    if broker.url is None:
+        raise ValueError("broker.url is not set: larc worker needs the broker larc serve uses")
+    url = broker.url.get_secret_value()
+    backend = broker.result_backend.get_secret_value() if broker.result_backend else url
+    return CeleryConfig(
+        broker_url=url,
+        result_backend=backend,
+        visibility_timeout_s=broker.visibility_timeout_s,
+        task_time_limit_s=settings.workers.task_time_limit_s,
+        max_retries=settings.workers.max_retries,
+        retry_backoff_max_s=settings.workers.retry_backoff_max_s,
+        bundle_dir=settings.models.bundle_dir,
+    )
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
@@ -63,6 +86,9 @@ class Daemon:
         )
         pairing = settings.pairing
         self.priors = self._prior_retriever(settings)
+        rules = load_rules(settings.roles.rules_file)
+        self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
+        self.dispatcher = self._dispatcher(settings, rules)
         self.assembler = Assembler(
             self.index,
             settings.assembly.stable_age_s,
@@ -72,11 +98,40 @@ class Daemon:
                 pairing.min_interval_days,
                 pairing.max_interval_days,
             ),
-            load_rules(settings.roles.rules_file),
+            rules,
+            on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
             on_missing_baseline=self.priors.request if self.priors else None,
         )
         self._stop_requested = threading.Event()
         self._closed = False
+
+    def _dispatcher(self, settings: Settings, rules: tuple[RoleRule, ...]) -> Dispatcher | None:
+        if settings.models.bundle_dir is None:
+            logger.warning("no models.bundle_dir configured: cases are assembled but not scored")
+            return None
+        model = ModelInfo.read(settings.models.bundle_dir)
+        executor: Executor
+        if settings.broker.url is None:
+            executor = EmbeddedExecutor(settings.workers.embedded_threads, model.folder)
+            logger.info(
+                "no broker configured: scoring in %d worker thread(s) with %s",
+                settings.workers.embedded_threads, model.label,
+            )  # fmt: skip
+        else:
+            configure_celery(celery_config(settings))
+            executor = CeleryExecutor()
+            logger.info("scoring through the broker's cpu/gpu queues with %s", model.label)
+        return Dispatcher(
+            self.index,
+            settings.storage.data_dir,
+            model,
+            executor,
+            self.exporter,
+            rules,
+            settings.export.manufacturer,
+            settings.workers.lease_s,
+            embedded=settings.broker.url is None,
+        )
 
     def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:
         pacs = settings.pacs
@@ -99,6 +154,8 @@ class Daemon:
             logger.warning("removed %d partial files left by an interrupted write", leftovers)
         self.listener.start()
         self.assembler.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
 
     def stop(self) -> None:
         """Stop listening and close the index."""
@@ -107,6 +164,8 @@ class Daemon:
         self._closed = True
         self.listener.stop()
         self.assembler.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.priors is not None:
             self.priors.stop()
         self.index.close()

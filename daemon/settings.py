@@ -12,7 +12,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -176,6 +183,112 @@ class PacsSettings(_Section):
         return None if value is None else validate_ae_title(value)
 
 
+class BrokerSettings(_Section):
+    """The Celery broker. Unset: the embedded default (worker threads inside ``larc serve``)."""
+
+    url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Broker URL, e.g. redis://redis-host:6379/0. Unset: no broker, cases are scored by "
+            "worker threads in larc serve (one machine, no Redis)."
+        ),
+    )
+    result_backend: SecretStr | None = Field(
+        default=None, description="Celery result backend URL [default: the broker URL]."
+    )
+    visibility_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds before a task taken by a worker that died is given to another worker "
+            "(Redis); must exceed workers.task_time_limit_s."
+        ),
+    )
+
+
+class WorkerSettings(_Section):
+    """How cases are scored: worker threads (embedded) or Celery workers (with a broker)."""
+
+    embedded_threads: int = Field(
+        default=1, ge=1, le=16, description="Scoring threads in larc serve without a broker."
+    )
+    task_time_limit_s: float = Field(
+        default=900.0, gt=0, description="A task running longer is killed and fails."
+    )
+    max_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries of a task after a transient fault."
+    )
+    retry_backoff_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait between two retries (exponential backoff)."
+    )
+    lease_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "A case queued or running for longer than this when larc serve starts is queued "
+            "again (its worker is presumed lost)."
+        ),
+    )
+
+
+class ModelSettings(_Section):
+    """The model bundle cases are scored with."""
+
+    bundle_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Model bundle folder (from larc train models). Unset: cases are assembled but not "
+            "scored. Workers and larc serve must use the same bundle."
+        ),
+    )
+
+
+class ClientTlsSettings(_Section):
+    """TLS when larc connects to a destination. Off unless ``enabled``."""
+
+    enabled: bool = Field(default=False, description="Use TLS for this destination.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the destination [default: system]."
+    )
+    cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, when the destination asks for one."
+    )
+    key_file: Path | None = Field(default=None, description="PEM key of the client certificate.")
+
+
+class Destination(_Section):
+    """A DICOM node results are sent to with C-STORE."""
+
+    ae_title: str
+    host: str
+    port: Port
+    tls: ClientTlsSettings = ClientTlsSettings()
+
+    _check_ae = field_validator("ae_title")(validate_ae_title)
+
+
+class ExportSettings(_Section):
+    """Where results (SR, Grad-CAM Secondary Captures) go."""
+
+    destinations: tuple[Destination, ...] = Field(
+        default=(),
+        description=(
+            "DICOM nodes to C-STORE results to. Empty: results are written under "
+            "<data_dir>/outbox/ (one file per SOP instance)."
+        ),
+    )
+    max_attempts: int = Field(
+        default=6, ge=1, le=50, description="Tries per destination before failed-export."
+    )
+    backoff_s: float = Field(
+        default=10.0, gt=0, description="Wait after the first failed try; doubles each try."
+    )
+    backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait between tries.")
+    manufacturer: str = Field(
+        default="larc", description="Manufacturer written in the result objects."
+    )
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -203,6 +316,10 @@ class Settings(BaseSettings):
     pairing: PairingSettings = PairingSettings()
     roles: RolesSettings = RolesSettings()
     pacs: PacsSettings = PacsSettings()
+    broker: BrokerSettings = BrokerSettings()
+    workers: WorkerSettings = WorkerSettings()
+    models: ModelSettings = ModelSettings()
+    export: ExportSettings = ExportSettings()
     log: LogSettings = LogSettings()
 
     def check_secure(self) -> None:
@@ -320,6 +437,17 @@ def reference_markdown() -> str:
         "`scp.allowed_callers` is a list of `{ae_title, host}`; `host` is optional (an IP address",
         "or CIDR network). In the environment give it as JSON, e.g.",
         '`LARC_SCP__ALLOWED_CALLERS=\'[{"ae_title": "ORTHANC", "host": "10.0.0.5"}]\'`.',
+        "",
+        "`export.destinations` is a list of `{ae_title, host, port, tls}` (`tls`: `enabled`,",
+        "`ca_file`, `cert_file`, `key_file`), e.g. in YAML:",
+        "",
+        "```yaml",
+        "export:",
+        "  destinations:",
+        "    - {ae_title: ORTHANC, host: 10.0.0.5, port: 4242}",
+        "```",
+        "",
+        "Secrets (`broker.url`, `broker.result_backend`) are never printed by `larc config check`.",
         "",
     ]
     return "\n".join(lines)

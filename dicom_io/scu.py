@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,17 @@ def _nodelay(assoc: Association) -> None:
 
 
 def send_files(
-    host: str, port: int, called_ae: str, calling_ae: str, paths: Sequence[Path]
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str,
+    paths: Sequence[Path],
+    tls: ssl.SSLContext | None = None,
 ) -> SendResult:
-    """C-STORE ``paths`` (DICOM files) in one association, each in its own transfer syntax.
+    """C-STORE ``paths`` (DICOM files) in one association, each in its own transfer syntax;
+    over TLS when ``tls`` (a client context) is given.
 
-    Raises :class:`PacsUnavailableError` when the peer refuses the association.
+    Raises :class:`PacsUnavailableError` when the peer cannot be reached or refuses.
     """
     contexts: dict[tuple[str, str], None] = {}
     for path in paths:
@@ -81,9 +88,16 @@ def send_files(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    try:
+        assoc = ae.associate(
+            host, port, ae_title=called_ae, tls_args=(tls, host) if tls is not None else None
+        )
+    except OSError as exc:  # TLS handshake, unreachable host
+        raise PacsUnavailableError(f"cannot reach {called_ae} at {host}:{port}: {exc}") from exc
     if not assoc.is_established:
-        raise PacsUnavailableError(f"{called_ae} at {host}:{port} refused the association")
+        raise PacsUnavailableError(
+            f"{called_ae} at {host}:{port} refused or did not answer the association"
+        )
     _nodelay(assoc)
     result = SendResult()
     try:

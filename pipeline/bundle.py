@@ -27,12 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
 from pipeline.features import feature_row
+from pipeline.gradcam import gradcam
 from pipeline.models import (
     CoxModel,
     ModelFileError,
@@ -41,6 +43,7 @@ from pipeline.models import (
     load_estimator,
 )
 from pipeline.networks import (
+    GRADCAM_LAYERS,
     ModelError,
     dm_network,
     load_weights,
@@ -193,6 +196,22 @@ class Bundle:
                     predict_probability(model, to_tensor(inputs.slices[name].array[None]))[0]
                 )
         return out
+
+    def heat_maps(self, inputs: CaseInputs) -> dict[str, NDArray[np.float32]]:
+        """Grad-CAM (0-1, on the input's grid) of every network the case has inputs for: the
+        response signatures by name (over the slice), the DM networks as ``dm_T2``/``dm_ADC``
+        (over the stack)."""
+        maps: dict[str, NDArray[np.float32]] = {}
+        response_layer = GRADCAM_LAYERS[self.manifest["networks"]["response"]["backbone"]]
+        for name, model in self.response_networks.items():
+            if name in inputs.slices:
+                image = to_tensor(inputs.slices[name].array[None])[0]
+                maps[name] = gradcam(model, image, response_layer)
+        dm_layer = "backbone." + GRADCAM_LAYERS[self.manifest["networks"]["dm"]["backbone"]]
+        for name, model in self.dm_networks.items():
+            if name in inputs.stacks:
+                maps[f"dm_{name}"] = gradcam(model, inputs.stacks[name].array, dm_layer)
+        return maps
 
     def score(
         self, inputs: CaseInputs, clinical: Mapping[str, object] | None = None

@@ -13,6 +13,7 @@ that cannot see the daemon's storage can still score a case from them.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections import defaultdict
@@ -109,6 +110,12 @@ class CaseInputs:
 
     def save(self, path: Path) -> None:
         """Write to ``path`` (.npz: arrays plus a JSON header, no pickle)."""
+        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)
+
+    def to_bytes(self) -> bytes:
+        """The ``.npz`` bytes :meth:`save` writes: what a remote worker receives."""
         header = {
             "format": _FORMAT,
             "config_fingerprint": self.config_fingerprint,
@@ -120,23 +127,28 @@ class CaseInputs:
         }
         arrays: dict[str, Any] = {f"slice_{k}": v.array for k, v in self.slices.items()}
         arrays |= {f"stack_{k}": v.array for k, v in self.stacks.items()}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, header=np.asarray(json.dumps(header)), **arrays)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.asarray(json.dumps(header)), **arrays)
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: Path) -> CaseInputs:
         """Read what :meth:`save` wrote."""
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "the prepared inputs") -> CaseInputs:
+        """Read what :meth:`to_bytes` gave."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            header = json.loads(str(arrays["header"]))
             if header.get("format") != _FORMAT:
-                raise PipelineInputError(f"{path} holds prepared inputs of another format")
+                raise PipelineInputError(f"{name} holds prepared inputs of another format")
             slices = {
-                k: SliceInput(**{**v, "array": data[f"slice_{k}"]})
+                k: SliceInput(**{**v, "array": arrays[f"slice_{k}"]})
                 for k, v in header["slices"].items()
             }
             stacks = {
-                k: StackInput(**{**v, "array": data[f"stack_{k}"]})
+                k: StackInput(**{**v, "array": arrays[f"stack_{k}"]})
                 for k, v in header["stacks"].items()
             }
         return cls(

@@ -1,0 +1,261 @@
+"""The scores of a case as a DICOM Structured Report: TID 1500 Measurement Report in a
+Comprehensive 3D SR (highdicom), in the source study, in its own series.
+
+Content: the observer is a device (the algorithm: name, manufacturer, model bundle version);
+each analysis is a TID 1501 measurement group tracking the tumour (one tracking UID per case),
+with its time point, finding type and site, the algorithm identification, the source images,
+numeric measurements with UCUM units, coded qualitative evaluations and a COMPOSITE reference
+to the tumour mask (RTSTRUCT or SEG) the inputs were built from. Concepts without a standard
+code use the private coding scheme ``99LARC``, declared in the Coding Scheme Identification
+Sequence. A text item says the report is for research use. A new version of a case's report
+references the one it supersedes (Predecessor Documents Sequence).
+
+UIDs come from the caller (derive them with :func:`derive_uid` from an idempotency key), and
+the content date and time are given too, so the same inputs always give the same object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+PRIVATE_SCHEME = "99LARC"
+RESEARCH_USE = "Research use only - not for diagnostic decisions."
+
+# private concepts: key -> meaning (the code value is the key)
+PRIVATE_MEANINGS: dict[str, str] = {
+    "rectal-mri-ai": "AI analysis of rectal cancer MRI",
+    "response-prediction": "Prediction of response to neoadjuvant therapy",
+    "dm-risk": "Distant metastasis risk",
+    "tumour-measurements": "Tumour measurements from the mask",
+    "p-good-response-fdl": "Probability of good response, fused deep-learning model",
+    "p-good-response-cr": "Probability of good response, clinical-radiological model",
+    "p-good-response-crd": "Probability of good response, combined model",
+    "predicted-response": "Predicted response",
+    "good-response": "Good response",
+    "poor-response": "Poor response",
+    "signature-pre-t2": "Deep-learning signature, baseline T2W",
+    "signature-pre-dwi": "Deep-learning signature, baseline DWI",
+    "signature-pre-ce": "Deep-learning signature, baseline CE-T1",
+    "signature-post-t2": "Deep-learning signature, restaging T2W",
+    "signature-post-dwi": "Deep-learning signature, restaging DWI",
+    "signature-post-ce": "Deep-learning signature, restaging CE-T1",
+    "max-wall-thickness": "Maximum tumour thickness",
+    "dm-prob-t2w": "Distant metastasis probability, T2W network",
+    "dm-prob-adc": "Distant metastasis probability, ADC network",
+    "dl-prob": "Deep-learning distant metastasis score (T2W + ADC)",
+    "dlrs": "Deep-learning risk score (Cox linear predictor)",
+    "dm-risk-group": "Distant metastasis risk group",
+    "dmfs-3y": "3-year distant-metastasis-free survival probability",
+    "nomogram-dmfs-3y": "3-year distant-metastasis-free survival probability, nomogram",
+    "recurrence-subtype": "Deep-learning recurrence subtype",
+    "rrs": "Recurrence risk score (Cox linear predictor)",
+    "rfs-5y": "5-year recurrence-free survival probability",
+    "tumour-mask": "Tumour mask the inputs were built from",
+    "subtype-rdls1": "RDLS1, poor-prognosis recurrence subtype",
+    "subtype-rdls2": "RDLS2, favourable recurrence subtype",
+    "subtype-rdls3": "RDLS3, intermediate recurrence subtype",
+}
+
+UNITS = {
+    "mm": codes.UCUM.Millimeter,
+    "ml": hd.sr.CodedConcept("mL", "UCUM", "milliliter"),
+    "1": codes.UCUM.NoUnits,
+}
+
+# standard concepts the groups may use, by key
+STANDARD: dict[str, hd.sr.CodedConcept] = {
+    "long-axis": hd.sr.CodedConcept("103339001", "SCT", "Long Axis"),
+    "volume": hd.sr.CodedConcept("118565006", "SCT", "Volume"),
+    "high-risk": hd.sr.CodedConcept("15508007", "SCT", "High risk"),
+    "low-risk": hd.sr.CodedConcept("75976002", "SCT", "Low risk"),
+}
+
+
+def concept(key: str) -> hd.sr.CodedConcept:
+    """The coded concept of ``key``: a standard code where one exists, else ``99LARC``."""
+    if key in STANDARD:
+        return STANDARD[key]
+    if key in PRIVATE_MEANINGS:
+        return hd.sr.CodedConcept(key, PRIVATE_SCHEME, PRIVATE_MEANINGS[key])
+    raise ValueError(f"no code for {key!r}: add it to dicom_io.sr.PRIVATE_MEANINGS")
+
+
+def derive_uid(key: str, *parts: str) -> str:
+    """A UID (2.25 form) that depends only on ``key`` and ``parts``: a retry re-creates it."""
+    return str(generate_uid(prefix=None, entropy_srcs=[key, *parts]))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An instance referenced from the report."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str = ""
+    study_instance_uid: str = ""
+
+
+@dataclass
+class AnalysisGroup:
+    """One measurement group: what was measured or predicted, at which time point, from what."""
+
+    title: str  # key of the group's method concept (e.g. "response-prediction")
+    time_point: str  # "baseline" or "restaging"
+    measurements: list[tuple[str, float, str]] = field(default_factory=list)  # key, value, unit
+    evaluations: list[tuple[str, str]] = field(default_factory=list)  # key, value key
+    source_images: list[Reference] = field(default_factory=list)
+    mask: Reference | None = None
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The algorithm that made the report (IHE AI Results: name, version, manufacturer)."""
+
+    name: str
+    version: str
+    manufacturer: str
+
+
+def _group(
+    group: AnalysisGroup, algorithm: Algorithm, tracking_uid: str
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version)
+    measurements = [
+        hd.sr.Measurement(
+            name=concept(key),
+            value=float(value),
+            unit=UNITS[unit],
+            algorithm_id=algorithm_id,
+        )
+        for key, value, unit in group.measurements
+    ]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(name=concept(key), value=concept(value))
+        for key, value in group.evaluations
+    ]
+    sources = [
+        hd.sr.SourceImageForMeasurementGroup(r.sop_class_uid, r.sop_instance_uid)
+        for r in group.source_images
+    ]
+    built = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="rectal tumour"),
+        time_point_context=hd.sr.TimePointContext(time_point=group.time_point),
+        finding_type=codes.SCT.Tumor,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Rectum)],
+        method=concept(group.title),
+        algorithm_id=algorithm_id,
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations or None,
+        source_images=sources or None,
+    )
+    if group.mask is not None:
+        container = built[0]
+        container.ContentSequence.append(
+            hd.sr.CompositeContentItem(
+                name=concept("tumour-mask"),
+                referenced_sop_class_uid=group.mask.sop_class_uid,
+                referenced_sop_instance_uid=group.mask.sop_instance_uid,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return built
+
+
+def measurement_report(
+    evidence: Sequence[Dataset],
+    groups: Sequence[AnalysisGroup],
+    algorithm: Algorithm,
+    key: str,
+    content_datetime: dt.datetime,
+    series_number: int = 9701,
+    predecessor: Reference | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """The SR of one case version, in the study of ``evidence[0]``.
+
+    ``evidence``: the headers (no pixels needed) of every instance the groups reference, the
+    target study's first. ``key``: the idempotency key the UIDs derive from. ``predecessor``:
+    the report this one supersedes.
+    """
+    if not evidence:
+        raise ValueError("an SR needs the headers of the instances it references as evidence")
+    if not groups:
+        raise ValueError("an SR needs at least one analysis group")
+    target_study = str(evidence[0].StudyInstanceUID)
+    ordered = [e for e in evidence if str(e.StudyInstanceUID) == target_study]
+    ordered += [e for e in evidence if str(e.StudyInstanceUID) != target_study]
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=derive_uid(algorithm.name, algorithm.manufacturer, "device"),
+        name=algorithm.name,
+        manufacturer_name=algorithm.manufacturer,
+        model_name=f"{algorithm.name} {algorithm.version}",
+    )
+    observation = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    tracking_uid = derive_uid(key, "tracking")
+    report = hd.sr.MeasurementReport(
+        observation_context=observation,
+        procedure_reported=concept("rectal-mri-ai"),
+        imaging_measurements=[_group(g, algorithm, tracking_uid) for g in groups],
+    )
+    report[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes.DCM.Comment,
+            value=RESEARCH_USE,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=ordered,
+        content=report[0],
+        series_instance_uid=derive_uid(key, "sr-series"),
+        series_number=series_number,
+        sop_instance_uid=derive_uid(key, "sr"),
+        instance_number=1,
+        manufacturer=algorithm.manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=f"{algorithm.name} scores (research use)",
+    )
+    stamp(sr, content_datetime)
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+    scheme.CodingSchemeName = "larc rectal MRI AI concepts"
+    scheme.CodingSchemeResponsibleOrganization = "larc project"
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    if predecessor is not None:
+        sr.PredecessorDocumentsSequence = [_hierarchical(predecessor)]
+    return sr
+
+
+def _hierarchical(ref: Reference) -> Dataset:
+    sop = Dataset()
+    sop.ReferencedSOPClassUID = ref.sop_class_uid
+    sop.ReferencedSOPInstanceUID = ref.sop_instance_uid
+    series = Dataset()
+    series.SeriesInstanceUID = ref.series_instance_uid
+    series.ReferencedSOPSequence = [sop]
+    study = Dataset()
+    study.StudyInstanceUID = ref.study_instance_uid
+    study.ReferencedSeriesSequence = [series]
+    return study
+
+
+def stamp(ds: Dataset, when: dt.datetime) -> None:
+    """Set content, series and creation date/time of ``ds`` to ``when`` (the same on every
+    retry, so a re-sent object is byte-identical)."""
+    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    for prefix in ("Content", "Series", "InstanceCreation"):
+        if f"{prefix}Date" in ds:
+            setattr(ds, f"{prefix}Date", date)
+            setattr(ds, f"{prefix}Time", time)

@@ -34,6 +34,7 @@ from daemon.index import Index
 from dicom_io.errors import InvalidInputError
 from dicom_io.roles import RoleRule
 from dicom_io.storage import InstanceStore
+from pipeline.bundle import verify_bundle
 from pipeline.case import PREFIX, SIGNATURES, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
@@ -163,16 +164,10 @@ class ModelInfo:
 
     @classmethod
     def read(cls, folder: Path) -> ModelInfo:
-        """From ``folder``/manifest.json; ``ValueError`` naming what is wrong."""
-        manifest_path = folder / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            preprocess = PreprocessConfig.model_validate(manifest["preprocess"])
-            return cls(folder, str(manifest["name"]), str(manifest["version"]), preprocess)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(
-                f"models.bundle_dir {folder} is not a readable larc model bundle: {exc}"
-            ) from exc
+        """From ``folder`` (checked: files, hashes, preprocessing); :class:`BundleError`
+        (a ``ValueError``) naming what is wrong."""
+        manifest, preprocess = verify_bundle(folder)
+        return cls(folder, str(manifest["name"]), str(manifest["version"]), preprocess)
 
 
 class Dispatcher:

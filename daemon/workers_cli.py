@@ -39,7 +39,7 @@ def worker(
     """
     from daemon.cli import _settings
     from daemon.service import celery_config
-    from pipeline.bundle import Bundle, BundleError
+    from pipeline.bundle import BundleError, verify_bundle
     from workers.app import CPU_QUEUE, GPU_QUEUE, configure
 
     settings = _settings(config, models={"bundle_dir": bundle} if bundle else None)
@@ -54,8 +54,9 @@ def worker(
         if GPU_QUEUE in chosen:  # this worker scores: its bundle must load
             if settings.models.bundle_dir is None:
                 raise ValueError("a gpu-queue worker needs models.bundle_dir (or --bundle)")
-            loaded = Bundle.load(settings.models.bundle_dir)
-            typer.echo(f"model bundle {loaded.version}", err=True)
+            # checked without torch: a prefork parent must not start torch's threads
+            manifest, _ = verify_bundle(settings.models.bundle_dir)
+            typer.echo(f"model bundle {manifest['name']} {manifest['version']}", err=True)
     except (ValueError, BundleError, OSError) as exc:
         typer.echo(f"error: cannot start the worker: {exc}", err=True)
         raise typer.Exit(code=2) from exc

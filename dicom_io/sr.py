@@ -17,13 +17,13 @@ the content date and time are given too, so the same inputs always give the same
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 PRIVATE_SCHEME = "99LARC"
 RESEARCH_USE = "Research use only - not for diagnostic decisions."
@@ -87,9 +87,14 @@ def concept(key: str) -> hd.sr.CodedConcept:
     raise ValueError(f"no code for {key!r}: add it to dicom_io.sr.PRIVATE_MEANINGS")
 
 
+_UID_NAMESPACE = uuid.UUID("3f0b6c1e-5d2a-5b8e-9c41-6a7f2e8d1b90")
+
+
 def derive_uid(key: str, *parts: str) -> str:
-    """A UID (2.25 form) that depends only on ``key`` and ``parts``: a retry re-creates it."""
-    return str(generate_uid(prefix=None, entropy_srcs=[key, *parts]))
+    """A UID that depends only on ``key`` and ``parts`` (a retry re-creates it): the 2.25 form
+    of a name-based (version 5) UUID, as PS3.5 B.2 allows."""
+    name = "\0".join([key, *parts])
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
 
 
 @dataclass(frozen=True)
@@ -259,3 +264,6 @@ def stamp(ds: Dataset, when: dt.datetime) -> None:
         if f"{prefix}Date" in ds:
             setattr(ds, f"{prefix}Date", date)
             setattr(ds, f"{prefix}Time", time)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time

@@ -83,6 +83,48 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float) + "\n")
 
 
+def verify_bundle(
+    folder: Path, expected: PreprocessConfig | None = None
+) -> tuple[dict[str, Any], PreprocessConfig]:
+    """Check a bundle without loading its networks (no torch): manifest, schema, every file's
+    sha256, the preprocessing (and that it is ``expected``). Returns the manifest and the
+    preprocessing; raises :class:`BundleError` saying what is wrong."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder} is not a larc model bundle (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    schema = manifest.get("schema_version")
+    if schema != BUNDLE_SCHEMA:
+        raise BundleError(
+            f"{folder}: bundle schema {schema}, this larc reads schema {BUNDLE_SCHEMA}: "
+            "retrain the bundle with this version, or install the larc it was made with"
+        )
+    for name, digest in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{folder}: {name} is missing")
+        if sha256_file(path) != digest:
+            raise BundleError(f"{folder}: {name} was changed after the bundle was written")
+    try:
+        preprocess = PreprocessConfig.model_validate(manifest["preprocess"])
+    except (KeyError, ValueError) as exc:
+        raise BundleError(
+            f"{folder}: the preprocessing configuration is unreadable: {exc}"
+        ) from exc
+    if preprocess.fingerprint != manifest.get("preprocess_fingerprint"):
+        raise BundleError(f"{folder}: preprocessing fingerprint does not match its configuration")
+    if expected is not None and expected.fingerprint != preprocess.fingerprint:
+        mine, theirs = expected.model_dump(), preprocess.model_dump()
+        differ = ", ".join(
+            f"{k} {theirs[k]!r} != {mine[k]!r}" for k in mine if mine[k] != theirs[k]
+        )
+        raise BundleError(
+            f"{folder} was trained with other preprocessing ({differ}): scores would not "
+            "mean what the model card says; use the bundle's preprocessing or retrain"
+        )
+    return manifest, preprocess
+
+
 @dataclass
 class Bundle:
     """A loaded bundle, ready to score prepared cases."""
@@ -109,41 +151,7 @@ class Bundle:
     @classmethod
     def load(cls, folder: Path, expected: PreprocessConfig | None = None) -> Bundle:
         """Load and check a bundle (see the module docstring)."""
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
-            raise BundleError(f"{folder} is not a larc model bundle (no manifest.json)")
-        manifest = json.loads(manifest_path.read_text())
-        schema = manifest.get("schema_version")
-        if schema != BUNDLE_SCHEMA:
-            raise BundleError(
-                f"{folder}: bundle schema {schema}, this larc reads schema {BUNDLE_SCHEMA}: "
-                "retrain the bundle with this version, or install the larc it was made with"
-            )
-        for name, digest in manifest.get("files", {}).items():
-            path = folder / name
-            if not path.is_file():
-                raise BundleError(f"{folder}: {name} is missing")
-            if sha256_file(path) != digest:
-                raise BundleError(f"{folder}: {name} was changed after the bundle was written")
-        try:
-            preprocess = PreprocessConfig.model_validate(manifest["preprocess"])
-        except (KeyError, ValueError) as exc:
-            raise BundleError(
-                f"{folder}: the preprocessing configuration is unreadable: {exc}"
-            ) from exc
-        if preprocess.fingerprint != manifest.get("preprocess_fingerprint"):
-            raise BundleError(
-                f"{folder}: preprocessing fingerprint does not match its configuration"
-            )
-        if expected is not None and expected.fingerprint != preprocess.fingerprint:
-            mine, theirs = expected.model_dump(), preprocess.model_dump()
-            differ = ", ".join(
-                f"{k} {theirs[k]!r} != {mine[k]!r}" for k in mine if mine[k] != theirs[k]
-            )
-            raise BundleError(
-                f"{folder} was trained with other preprocessing ({differ}): scores would not "
-                "mean what the model card says; use the bundle's preprocessing or retrain"
-            )
+        manifest, preprocess = verify_bundle(folder, expected)
         bundle = cls(folder, manifest, preprocess)
         try:
             bundle._load_models()

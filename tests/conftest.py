@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from dicom_io.peers import NODELAY_ENV, Orthanc, free_port, stop_process, store_files
+from dicom_io.peers import (
+    NODELAY_ENV,
+    Orthanc,
+    free_port,
+    stop_process,
+    store_files,
+    wait_for_port,
+)
 from dicom_io.synthetic.cohort import CohortResult, CohortSpec, generate_cohort
+from pipeline.config import PreprocessConfig
 
 __all__ = ["free_port", "stop_process"]
 
@@ -37,6 +45,72 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> CohortResult:
         patients=4, seed=11, matrix=48, slices=12, missing_fraction=0.0, seg_fraction=1.0
     )
     return generate_cohort(spec, tmp_path_factory.mktemp("cohort"), workers=2)
+
+
+@dataclass
+class TrainedBundle:
+    """A small model bundle trained by ``larc train models`` on a synthetic cohort."""
+
+    cohort: CohortResult
+    folder: Path
+    run: subprocess.CompletedProcess[str]
+    preprocess: PreprocessConfig
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
+    """48 patients (matrix 32), tiny networks, 32-pixel inputs, no N4: checks plumbing, not
+    quality (bench/models.py measures that). Trained once per test session."""
+    root = tmp_path_factory.mktemp("trained")
+    spec = CohortSpec(patients=48, seed=21, matrix=32, slices=8, missing_fraction=0.0)
+    cohort = generate_cohort(spec, root / "cohort", workers=2)
+    folder = root / "bundle"
+    args = [
+        LARC, "train", "models", "--cohort", str(cohort.out_dir), "--out", str(folder),
+        "--version", "9.9.9", "--folds", "2", "--epochs", "2", "--patience", "2",
+        "--width", "0.25", "--image-size", "32", "--stack-size", "32",
+        "--stack-depth", "8", "--no-n4",
+    ]  # fmt: skip
+    run = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if run.returncode != 0:
+        pytest.fail(f"larc train models failed:\n{run.stderr[-3000:]}")
+    preprocess = PreprocessConfig(slice_size=32, stack_size=32, stack_depth=8, n4=False)
+    return TrainedBundle(cohort, folder, run, preprocess)
+
+
+@dataclass
+class RedisServer:
+    """redis-server (Debian package) on a free loopback port, nothing persisted."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis for one test; stopped by PID afterwards."""
+    binary = require_tool("/usr/bin/redis-server")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    with (tmp_path / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*args, "no", "--dir", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, proc)
+        yield RedisServer(port, proc)
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture

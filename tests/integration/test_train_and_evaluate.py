@@ -13,10 +13,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 from pipeline.bundle import Bundle, BundleError
 from pipeline.config import PreprocessConfig
-from tests.conftest import LARC
+from tests.conftest import LARC, TrainedBundle
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,17 +25,10 @@ def _larc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LARC, *args], capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_train_models_then_evaluate_writes_a_bundle_and_a_report(tmp_path: Path) -> None:
-    spec = CohortSpec(patients=48, seed=21, matrix=32, slices=8, missing_fraction=0.0)
-    cohort = generate_cohort(spec, tmp_path / "cohort", workers=2)
-    bundle_dir = tmp_path / "bundle"
-    tiny = ["--folds", "2", "--epochs", "2", "--patience", "2", "--width", "0.25"]
-    sizes = ["--image-size", "32", "--stack-size", "32", "--stack-depth", "8", "--no-n4"]
-    trained = _larc(
-        "train", "models", "--cohort", str(cohort.out_dir), "--out", str(bundle_dir),
-        "--version", "9.9.9", *tiny, *sizes,
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
+    tmp_path: Path, trained_bundle: TrainedBundle
+) -> None:
+    cohort, bundle_dir, trained = trained_bundle.cohort, trained_bundle.folder, trained_bundle.run
     assert "bundle larc-rectal 9.9.9 written" in trained.stdout
 
     manifest = json.loads((bundle_dir / "manifest.json").read_text())

@@ -1,0 +1,181 @@
+"""The SR (TID 1500) and Grad-CAM Secondary Capture writers: valid for dciodvfy, read back by
+highdicom with the numbers put in, and the same objects again for the same key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_io.sc import blend, captioned, gradcam_capture
+from dicom_io.sr import (
+    PRIVATE_SCHEME,
+    RESEARCH_USE,
+    Algorithm,
+    AnalysisGroup,
+    Reference,
+    concept,
+    derive_uid,
+    measurement_report,
+)
+from dicom_io.synthetic.cohort import CohortResult
+from tests.conftest import require_tool
+
+WHEN = dt.datetime(2026, 11, 23, 10, 30, 0)
+ALGORITHM = Algorithm("larc-rectal", "1.2.3", "larc")
+
+
+def dciodvfy_errors(ds: pydicom.Dataset, folder: Path) -> list[str]:
+    """dicom3tools' dciodvfy on ``ds``: its error lines (warnings about our private coding
+    scheme are expected: dciodvfy knows only the standard's)."""
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run = subprocess.run(
+        [require_tool("/usr/bin/dciodvfy"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
+
+
+def _headers(cohort: CohortResult) -> tuple[pydicom.Dataset, pydicom.Dataset, pydicom.Dataset]:
+    """An image of the restaging T2W, one of the baseline T2W, and the restaging RTSTRUCT."""
+    patient = cohort.patients[0]
+    restaging, baseline = patient.studies["restaging"], patient.studies["baseline"]
+    post = pydicom.dcmread(restaging.series["t2w"].files[5], stop_before_pixels=True)
+    pre = pydicom.dcmread(baseline.series["t2w"].files[5], stop_before_pixels=True)
+    mask = pydicom.dcmread(restaging.series["rtstruct"].files[0], stop_before_pixels=True)
+    return post, pre, mask
+
+
+def _ref(ds: pydicom.Dataset) -> Reference:
+    return Reference(
+        str(ds.SOPClassUID),
+        str(ds.SOPInstanceUID),
+        str(ds.SeriesInstanceUID),
+        str(ds.StudyInstanceUID),
+    )
+
+
+def _report(
+    cohort: CohortResult, key: str, predecessor: Reference | None = None
+) -> hd.sr.Comprehensive3DSR:
+    post, pre, mask = _headers(cohort)
+    groups = [
+        AnalysisGroup(
+            "response-prediction",
+            "restaging",
+            measurements=[("p-good-response-fdl", 0.8125, "1"), ("signature-post-t2", 0.25, "1")],
+            evaluations=[("predicted-response", "good-response")],
+            source_images=[_ref(post), _ref(pre)],
+            mask=_ref(mask),
+        ),
+        AnalysisGroup(
+            "tumour-measurements",
+            "restaging",
+            measurements=[("long-axis", 31.5, "mm"), ("volume", 12.25, "ml")],
+            source_images=[_ref(post)],
+        ),
+    ]
+    return measurement_report([post, pre, mask], groups, ALGORITHM, key, WHEN,
+                              predecessor=predecessor)  # fmt: skip
+
+
+def test_sr_is_valid_and_reads_back_with_the_numbers(cohort: CohortResult, tmp_path: Path) -> None:
+    sr = _report(cohort, "key-1")
+    assert dciodvfy_errors(sr, tmp_path) == []
+    post = _headers(cohort)[0]
+    assert sr.StudyInstanceUID == post.StudyInstanceUID  # in the source (restaging) study
+    assert sr.SeriesInstanceUID != post.SeriesInstanceUID  # its own series
+    assert sr.PatientID == post.PatientID
+    assert sr.VerificationFlag == "UNVERIFIED"
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == PRIVATE_SCHEME
+
+    read = hd.sr.srread(io.BytesIO(_bytes(sr)))
+    groups = read.content.get_image_measurement_groups()
+    assert len(groups) == 2
+    probability = groups[0].get_measurements(name=concept("p-good-response-fdl"))[0]
+    assert probability.value == pytest.approx(0.8125)
+    assert probability.unit.value == "1"
+    volume = groups[1].get_measurements(name=concept("volume"))[0]
+    assert volume.value == pytest.approx(12.25)
+    assert volume.unit.value == "mL"
+    evaluation = groups[0].get_qualitative_evaluations(name=concept("predicted-response"))[0]
+    assert evaluation.value == concept("good-response")
+    assert groups[0].tracking_uid == groups[1].tracking_uid  # one tumour, tracked
+    root = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in read.ContentSequence}
+    assert root["Device Observer Model Name"].TextValue == "larc-rectal 1.2.3"
+    assert root["Device Observer Manufacturer"].TextValue == "larc"
+    assert root["Comment"].TextValue == RESEARCH_USE
+    mask_items = [
+        i for i in groups[0][0].ContentSequence if i.ValueType == "COMPOSITE"
+    ]  # the RTSTRUCT the inputs came from
+    assert (
+        mask_items[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        == _headers(cohort)[2].SOPInstanceUID
+    )
+
+
+def test_same_key_gives_the_same_object_and_a_new_version_names_its_predecessor(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    first, again = _report(cohort, "key-1"), _report(cohort, "key-1")
+    assert _bytes(first) == _bytes(again)
+    assert first.SOPInstanceUID == derive_uid("key-1", "sr")
+    newer = _report(cohort, "key-2", predecessor=Reference(
+        str(first.SOPClassUID), str(first.SOPInstanceUID), str(first.SeriesInstanceUID),
+        str(first.StudyInstanceUID),
+    ))  # fmt: skip
+    assert newer.SOPInstanceUID != first.SOPInstanceUID
+    ref = newer.PredecessorDocumentsSequence[0]
+    assert ref.StudyInstanceUID == first.StudyInstanceUID
+    assert ref.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
+        first.SOPInstanceUID
+    )
+    assert dciodvfy_errors(newer, tmp_path) == []
+
+
+def test_unknown_concept_is_refused() -> None:
+    with pytest.raises(ValueError, match="no code for"):
+        concept("not-a-concept")
+
+
+def test_gradcam_secondary_capture_is_valid_rgb_with_burned_in_text(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    post = _headers(cohort)[0]
+    grey = np.tile(np.linspace(0, 255, 32), (32, 1))
+    heat = np.zeros((32, 32))
+    heat[8:16, 20:28] = 1.0
+    rgb = blend(grey, heat)
+    assert rgb.shape == (32, 32, 3)
+    assert rgb[12, 24, 0] > rgb[12, 24, 1]  # hot: red over the grey
+    assert rgb[28, 4, 0] == rgb[28, 4, 1] == rgb[28, 4, 2]  # cold: the grey shows through
+    pixels = captioned(rgb, ["T2W restaging - Grad-CAM", "signature 0.71", RESEARCH_USE])
+    band = pixels[384:]
+    assert (band.max(axis=2) > 200).sum() > 200  # white caption text was drawn
+    sc = gradcam_capture(
+        pixels, post, _ref(post), derive_uid("k", "sc-series"), derive_uid("k", "sc", "post_T2"),
+        1, "larc", "larc-rectal Grad-CAM (research use)", WHEN, comment="T2W restaging",
+    )  # fmt: skip
+    assert dciodvfy_errors(sc, tmp_path) == []
+    assert sc.BurnedInAnnotation == "YES"
+    assert sc.PhotometricInterpretation == "RGB"
+    assert sc.StudyInstanceUID == post.StudyInstanceUID
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == post.SOPInstanceUID
+    read = pydicom.dcmread(io.BytesIO(_bytes(sc)))
+    assert np.array_equal(read.pixel_array, pixels)
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -1,0 +1,345 @@
+"""Scoring end to end: a cohort sent to ``larc serve`` comes back as one SR and the Grad-CAM
+Secondary Captures per case, with the numbers the pipeline gives when called directly.
+
+- Embedded default (no broker): results in the outbox; the daemon is killed while a case is
+  in flight and restarted, and every case still ends exported exactly once.
+- Redis: ``larc worker`` processes that cannot see the daemon's storage (a private mount
+  namespace with an empty tmpfs over it) score the cases; the first worker is killed in the
+  middle of a task (it stalls in every task, through a Celery signal in its own process), the
+  task is redelivered to a second worker, and Orthanc, checked through its REST API, holds no
+  duplicate.
+- A destination that is down: the export is parked as failed-export after its tries, and
+  ``larc retry-exports`` sends it once the PACS is up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import pydicom
+import pytest
+import yaml
+
+from dicom_io.peers import Orthanc, free_port, stop_process
+from dicom_io.sr import concept
+from dicom_io.synthetic.cohort import CohortResult, PatientResult
+from pipeline.bundle import Bundle
+from pipeline.case import SIGNATURES, prepare_case
+from tests.conftest import (
+    LARC,
+    RedisServer,
+    TrainedBundle,
+    larc_status,
+    require_tool,
+    start_daemon,
+    storescu,
+)
+from tests.unit.dicom_io.test_result_objects import dciodvfy_errors
+
+pytestmark = pytest.mark.slow
+
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+FINISHED = ("exported", "failed", "failed-export")
+STALL_WORKER = """
+import sys, time
+from celery.signals import task_prerun
+
+@task_prerun.connect
+def _stall(sender=None, **_):  # this worker stalls in every analysis until it is killed
+    if sender is not None and sender.name == "larc.analyse":
+        time.sleep(600)
+
+from daemon.cli import app
+app(prog_name="larc")
+"""
+
+
+def _cases(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "index.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM cases")]
+    except sqlite3.OperationalError:  # the index is being created
+        return []
+    finally:
+        db.close()
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout_s: float, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{log()[-4000:]}")
+        time.sleep(0.2)
+
+
+def _all_finished(data_dir: Path, count: int) -> bool:
+    cases = _cases(data_dir)
+    return len(cases) == count and all(c["state"] in FINISHED for c in cases)
+
+
+def _direct(bundle: TrainedBundle, patient: PatientResult, kind: str) -> dict[str, Any]:
+    """The scores of a case computed by calling the pipeline on the generated files."""
+    files = {
+        t: [f for s in study.series.values() for f in s.files]
+        for t, study in patient.studies.items()
+    }
+    if kind == "baseline":
+        files = {"baseline": files["baseline"]}
+    inputs = prepare_case(
+        files,
+        bundle.preprocess,
+        signatures=SIGNATURES if kind == "response" else (),
+        stacks=kind == "baseline",
+    )
+    return Bundle.load(bundle.folder).score(inputs)
+
+
+def _numbers(sr: pydicom.Dataset) -> dict[str, float]:
+    """Measurements of the SR's first (analysis) group by concept code."""
+    read = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    group = read.content.get_image_measurement_groups()[0]
+    return {m.name.value: m.value for m in group.get_measurements()}
+
+
+def _check_numbers(srs: list[pydicom.Dataset], bundle: TrainedBundle, cohort: CohortResult) -> None:
+    """Every case's SR holds the scores of the direct pipeline call, in the right study."""
+    for patient in cohort.patients:
+        studies = {t: s.study_instance_uid for t, s in patient.studies.items()}
+        mine = [sr for sr in srs if sr.PatientID == patient.patient_id]
+        response = next(sr for sr in mine if sr.StudyInstanceUID == studies["restaging"])
+        baseline = next(sr for sr in mine if sr.StudyInstanceUID == studies["baseline"])
+        expected = _direct(bundle, patient, "response")
+        got = _numbers(response)
+        fdl = expected["response_FDL"]["p_good_response"]
+        assert got["p-good-response-fdl"] == pytest.approx(fdl, abs=1e-6)
+        for name, value in expected["signatures"].items():
+            code = concept(f"signature-{name.lower().replace('_', '-')}").value
+            assert got[code] == pytest.approx(value, abs=1e-6)
+        expected = _direct(bundle, patient, "baseline")["distant_metastasis"]
+        got = _numbers(baseline)
+        assert got["dl-prob"] == pytest.approx(expected["dl_prob"], abs=1e-6)
+        assert got["dlrs"] == pytest.approx(expected["dlrs"], abs=1e-6)
+        assert got["dmfs-3y"] == pytest.approx(expected["dmfs_3y"], abs=1e-6)
+
+
+def _patient_folders(cohort: CohortResult) -> list[Path]:
+    return [cohort.out_dir / p.patient_id for p in cohort.patients]
+
+
+def _config(tmp_path: Path, **sections: Any) -> Path:
+    path = tmp_path / "larc.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(sections, default=str))))
+    return path
+
+
+def test_embedded_default_scores_every_case_once_across_a_crash(
+    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle
+) -> None:
+    data_dir = tmp_path / "data"
+    extra = ("--bundle", str(trained_bundle.folder), "--stable-age-s", "1")
+    daemon = start_daemon(data_dir, extra=extra)
+    n_cases = 2 * len(cohort.patients)
+    try:
+        sent = storescu(daemon.port, *_patient_folders(cohort))
+        assert sent.returncode == 0, sent.stderr
+        _wait(
+            "a case in flight",
+            lambda: any(c["state"] in ("queued", "running") for c in _cases(data_dir)),
+            120,
+            daemon.log,
+        )
+        daemon.proc.kill()  # a crash, not a clean stop
+        daemon.proc.wait(timeout=30)
+    finally:
+        stop_process(daemon.proc)
+    daemon = start_daemon(data_dir, extra=extra)
+    try:
+        _wait("every case exported", lambda: _all_finished(data_dir, n_cases), 300, daemon.log)
+        status = larc_status(data_dir)
+    finally:
+        stop_process(daemon.proc)
+    assert {c["state"] for c in _cases(data_dir)} == {"exported"}, _cases(data_dir)
+    assert any("queued again" in reason for reason in _history(data_dir))
+    outbox = sorted((data_dir / "outbox").glob("*.dcm"))
+    objects = [pydicom.dcmread(p) for p in outbox]
+    assert len({o.SOPInstanceUID for o in objects}) == len(objects)
+    srs = [o for o in objects if o.SOPClassUID == SR_CLASS]
+    scs = [o for o in objects if o.SOPClassUID != SR_CLASS]
+    assert len(srs) == n_cases  # one SR per case, none twice after the crash
+    assert len(scs) == len(cohort.patients) * (6 + 2)  # 6 response inputs, T2W + ADC stacks
+    assert all(sc.BurnedInAnnotation == "YES" for sc in scs)
+    _check_numbers(srs, trained_bundle, cohort)
+    assert dciodvfy_errors(srs[0], tmp_path) == []
+    assert dciodvfy_errors(scs[0], tmp_path) == []
+    assert status.returncode == 0, status.stderr
+    assert "P(good response) FDL" in status.stdout
+    assert "export to outbox: sent" in status.stdout
+
+
+def _history(data_dir: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{data_dir / 'index.sqlite3'}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute("SELECT reason FROM case_history")]
+    finally:
+        db.close()
+
+
+def _worker(
+    tmp_path: Path, name: str, config: Path, hidden: Path, stall: bool
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``larc worker`` in its own mount namespace, with an empty tmpfs over ``hidden`` (the
+    daemon's storage root): it cannot read a single stored instance."""
+    require_tool("/usr/bin/unshare")
+    log_path = tmp_path / f"{name}.log"
+    program = [LARC]
+    if stall:
+        script = tmp_path / "stall_worker.py"
+        script.write_text(STALL_WORKER)
+        program = [sys.executable, str(script)]
+    hide = 'mount -t tmpfs larc-hidden "$1" && shift && exec "$@"'
+    args = ["unshare", "-m", "sh", "-c", hide, "sh", str(hidden), *program, "worker"]
+    args += ["--config", str(config), "--queues", "cpu,gpu"]
+    env = {**os.environ, "LARC_STORAGE__DATA_DIR": str(tmp_path / f"{name}-data")}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return proc, log_path
+
+
+def _orthanc_instances(orthanc: Orthanc) -> dict[str, list[str]]:
+    """Instance ids in Orthanc by modality."""
+    found: dict[str, list[str]] = {}
+    for series in orthanc.get("/series?expand"):
+        modality = series["MainDicomTags"].get("Modality", "")
+        found.setdefault(modality, []).extend(series["Instances"])
+    return found
+
+
+def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicates(
+    tmp_path: Path,
+    cohort: CohortResult,
+    trained_bundle: TrainedBundle,
+    redis_server: RedisServer,
+    orthanc: Orthanc,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = _config(
+        tmp_path,
+        broker={"url": redis_server.url, "visibility_timeout_s": 5},
+        models={"bundle_dir": trained_bundle.folder},
+        export={
+            "destinations": [
+                {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            ]
+        },
+    )
+    daemon = start_daemon(data_dir, config=config, extra=("--stable-age-s", "1"))
+    first, first_log = _worker(tmp_path, "worker-1", config, data_dir, stall=True)
+    second = None
+    n_cases = 2 * len(cohort.patients)
+    try:
+        sent = storescu(daemon.port, *_patient_folders(cohort))
+        assert sent.returncode == 0, sent.stderr
+        _wait(
+            "the first worker to take a task",
+            lambda: "larc.analyse[" in first_log.read_text(),
+            180,
+            lambda: first_log.read_text() + daemon.log(),
+        )
+        time.sleep(2)  # its pool process is inside the task now (stalled, not finished)
+        taken = [
+            line.split("[")[1].split("]")[0]
+            for line in first_log.read_text().splitlines()
+            if "larc.analyse[" in line and "received" in line
+        ]
+        os.killpg(first.pid, signal.SIGKILL)  # worker and its pool process, mid-task
+        first.wait(timeout=30)
+        second, second_log = _worker(tmp_path, "worker-2", config, data_dir, stall=False)
+        _wait(
+            "every case exported",
+            lambda: _all_finished(data_dir, n_cases),
+            300,
+            lambda: second_log.read_text() + daemon.log(),
+        )
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+        stop_process(daemon.proc)
+    assert {c["state"] for c in _cases(data_dir)} == {"exported"}, _cases(data_dir)
+    assert taken, "the first worker received no task"
+    assert taken[0] in second_log.read_text()  # the killed task was redelivered
+    assert "succeeded" not in first_log.read_text()
+
+    stored = _orthanc_instances(orthanc)
+    assert len(stored.get("SR", [])) == n_cases  # one per case: no duplicate after the kill
+    assert len(stored.get("OT", [])) == len(cohort.patients) * 8
+    srs = [pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file")[1]))
+           for i in stored["SR"]]  # fmt: skip
+    _check_numbers(srs, trained_bundle, cohort)
+
+
+def test_failed_export_is_parked_and_sent_by_retry_exports(
+    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle
+) -> None:
+    pacs_port = free_port()  # nothing listens there yet: the PACS is down
+    config = _config(
+        tmp_path,
+        models={"bundle_dir": trained_bundle.folder},
+        export={
+            "destinations": [{"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs_port}],
+            "max_attempts": 2,
+            "backoff_s": 0.2,
+        },
+    )
+    data_dir = tmp_path / "data"
+    daemon = start_daemon(data_dir, config=config, extra=("--stable-age-s", "1"))
+    patient = cohort.patients[0]
+    try:
+        sent = storescu(daemon.port, cohort.out_dir / patient.patient_id)
+        assert sent.returncode == 0, sent.stderr
+        _wait("both cases finished", lambda: _all_finished(data_dir, 2), 180, daemon.log)
+    finally:
+        stop_process(daemon.proc)
+    assert {c["state"] for c in _cases(data_dir)} == {"failed-export"}
+    env = {"LARC_STORAGE__DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}
+    status = larc_status(data_dir)
+    assert "failed-export" in status.stdout
+    assert "cannot reach" in status.stdout or "refused" in status.stdout
+
+    orthanc = Orthanc.start(tmp_path / "orthanc", dicom_port=pacs_port)
+    try:
+        retried = subprocess.run(
+            [LARC, "retry-exports", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        assert "2 failed export(s) queued again: 2 sent" in retried.stdout
+        stored = _orthanc_instances(orthanc)
+    finally:
+        orthanc.stop()
+    assert len(stored.get("SR", [])) == 2
+    assert len(stored.get("OT", [])) == 8
+    assert {c["state"] for c in _cases(data_dir)} == {"exported"}

@@ -178,106 +178,6 @@ def synth(
 
 
 @app.command()
-def demo(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo cohort.")] = Path(
-        "larc-demo"
-    ),
-    patients: Annotated[int, typer.Option(help="Number of patients.")] = 6,
-) -> None:
-    """The main job on its embedded default.
-
-    Generates a small synthetic cohort, starts the daemon on a free loopback port, sends the
-    cohort in over DICOM and prints, per patient, the studies' timepoints and the cases (ready,
-    or what they wait for). Scores come when the pipeline and workers land.
-    """
-    import shutil
-
-    if not (ctx.obj or {}).get("log_level"):  # the tables are the output; logs only if asked
-        configure_logging("WARNING", bool((ctx.obj or {}).get("log_json")))
-    if out.exists() and (out / "manifest.json").exists():
-        shutil.rmtree(out)
-    _synth(
-        out,
-        patients,
-        seed=0,
-        matrix=64,
-        slices=24,
-        missing_fraction=0.15,
-        seg_fraction=0.4,
-        workers=0,
-    )
-    _demo_ingest(out)
-
-
-def _demo_ingest(out: Path) -> None:
-    from daemon.service import Daemon
-    from dicom_io.peers import free_port
-    from dicom_io.scu import send_files
-
-    stable_age_s = 2.0
-    settings = load_settings(
-        None,
-        scp={"port": free_port(), "bind_address": "127.0.0.1", "allowed_callers": []},
-        storage={"data_dir": out / "larc-data"},
-        assembly={"stable_age_s": stable_age_s},
-        pacs={"ae_title": None, "host": None, "port": None},
-    )
-    daemon = Daemon(settings)
-    daemon.start()
-    try:
-        files = sorted(p for p in out.rglob("*.dcm") if "larc-data" not in p.parts)
-        started = time.perf_counter()
-        result = send_files("127.0.0.1", daemon.listener.port, settings.scp.ae_title, "DEMO", files)
-        elapsed = time.perf_counter() - started
-        typer.echo(
-            f"\nsent {result.sent} instances to larc over DICOM in {elapsed:.1f} s "
-            f"({result.sent / elapsed:.0f}/s), {len(result.failed)} refused"
-        )
-        deadline = time.monotonic() + 60 + stable_age_s
-        time.sleep(stable_age_s)
-        while time.monotonic() < deadline:
-            if not daemon.index.query("SELECT 1 FROM studies WHERE stable_at IS NULL"):
-                break
-            time.sleep(0.5)
-        daemon.assembler.run_once()  # make sure the last pass has finished
-        rows = []
-        for patient in daemon.index.query("SELECT patient_id FROM patients ORDER BY patient_id"):
-            pid = patient["patient_id"]
-            studies = daemon.index.query(
-                "SELECT study_date, timepoint FROM studies WHERE patient_id = ? "
-                "ORDER BY study_date",
-                (pid,),
-            )
-            cases = {
-                c["kind"]: c
-                for c in daemon.index.query("SELECT * FROM cases WHERE patient_id = ?", (pid,))
-            }
-
-            def state(kind: str, cases: dict[str, Any] = cases) -> str:
-                case = cases.get(kind)
-                if case is None:
-                    return "-"
-                return "ready" if case["state"] == "ready" else f"waiting: {case['reason']}"
-
-            rows.append(
-                {
-                    "patient": pid,
-                    "studies": ", ".join(f"{s['timepoint']} {s['study_date']}" for s in studies),
-                    "baseline case": state("baseline"),
-                    "response case": state("response"),
-                }
-            )
-        typer.echo("")
-        _print_table(rows)
-        typer.echo(
-            "\nscores: not yet - scoring cases as they arrive comes with the workers (README)"
-        )
-    finally:
-        daemon.stop()
-
-
-@app.command()
 def serve(
     ctx: typer.Context,
     config: ConfigOption = None,
@@ -459,9 +359,11 @@ def status(config: ConfigOption = None) -> None:
 
 
 def _register_subcommands() -> None:
+    from daemon.demo import demo
     from daemon.models_cli import evaluate, train_app
     from daemon.workers_cli import retry_exports, worker
 
+    app.command("demo")(demo)
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate)
     app.command("worker")(worker)

@@ -270,8 +270,8 @@ def models(
     DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence).
 
     Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
-    the manifest and model card. `larc evaluate` reports on a bundle; scoring cases as they
-    arrive comes with the workers. Prepared images are cached in OUT.prepared next to the
+    the manifest and model card. `larc evaluate` reports on a bundle; `larc serve` scores cases
+    with it (models.bundle_dir). Prepared images are cached in OUT.prepared next to the
     bundle. Research use only.
     """
     from pydantic import ValidationError

@@ -11,6 +11,9 @@ import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
+from daemon.export import Exporter
+from daemon.index import Index, InstanceRecord
+from daemon.settings import ClientTlsSettings, Destination, ExportSettings
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import require_tool, start_daemon, stop_process
 
@@ -77,3 +80,60 @@ def test_tls_client_stores_and_plain_client_cannot(tmp_path: Path, cohort: Cohor
     finally:
         if daemon is not None:
             stop_process(daemon.proc)
+
+
+def test_results_are_exported_over_tls_to_a_tls_destination(
+    tmp_path: Path, cohort: CohortResult
+) -> None:
+    """The export path with a TLS destination (here another larc acting as the PACS)."""
+    key, cert = _self_signed(tmp_path)
+    config = tmp_path / "pacs.yaml"
+    config.write_text(f"scp:\n  tls:\n    cert_file: {cert}\n    key_file: {key}\n")
+    pacs = start_daemon(tmp_path / "pacs", config=config, probe_tls=cert)
+    source = next(cohort.out_dir.rglob("*_t2w/*.dcm"))
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    data_dir = tmp_path / "data"
+    index = Index(data_dir / "index.sqlite3")
+    try:
+        result = data_dir / "results" / "x.dcm"  # stands in for a stored SR
+        result.parent.mkdir(parents=True)
+        result.write_bytes(source.read_bytes())
+        index.record_instance(_record(ds), source, 1, "0", "TEST")
+        index.upsert_case(
+            {"case_id": "resp-1", "patient_id": ds.PatientID, "kind": "response", "version": 1,
+             "state": "done", "reason": "", "baseline_study_uid": None,
+             "restaging_study_uid": None, "inputs": "{}", "fingerprint": "f"},
+            new_version=True,
+        )  # fmt: skip
+        destination = Destination(
+            ae_title="LARC", host="127.0.0.1", port=pacs.port,
+            tls=ClientTlsSettings(enabled=True, ca_file=cert),
+        )  # fmt: skip
+        exporter = Exporter(index, data_dir, ExportSettings(destinations=(destination,)), "LARC")
+        index.record_result(
+            {"work_key": "k", "case_id": "resp-1", "version": 1, "study_uid": "1",
+             "sr_sop_uid": "2", "sr_series_uid": "3", "scores": "{}", "files": "results/x.dcm"},
+            exporter.destinations(),
+        )  # fmt: skip
+        outcome = exporter.run_due()
+        assert outcome.sent == 1, index.query("SELECT * FROM exports")
+        assert index.query("SELECT state FROM cases")[0]["state"] == "exported"
+    finally:
+        index.close()
+        stop_process(pacs.proc)
+    received = Index(tmp_path / "pacs" / "index.sqlite3")
+    try:
+        assert received.instance(str(ds.SOPInstanceUID)) is not None
+    finally:
+        received.close()
+
+
+def _record(ds: pydicom.Dataset) -> InstanceRecord:
+    return InstanceRecord(
+        patient_id=ds.PatientID, patient_name="", birth_date="", sex="",
+        study_uid=ds.StudyInstanceUID, study_date="", study_time="", study_description="",
+        accession_number="", time_point_id="", series_uid=ds.SeriesInstanceUID, modality="MR",
+        series_number=1, series_description="", frame_of_reference_uid="",
+        sop_class_uid=ds.SOPClassUID, sop_uid=ds.SOPInstanceUID, instance_number=1,
+        transfer_syntax_uid="",
+    )  # fmt: skip

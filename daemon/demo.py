@@ -52,6 +52,10 @@ def demo(
         "larc-demo"
     ),
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 6,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Score with this model bundle instead of the demo bundle."),
+    ] = None,
 ) -> None:
     """The main job on its embedded default (no broker, no PACS).
 
@@ -65,7 +69,7 @@ def demo(
     if not (ctx.obj or {}).get("log_level"):  # the tables are the output; logs only if asked
         configure_logging("WARNING", bool((ctx.obj or {}).get("log_json")))
     out.mkdir(parents=True, exist_ok=True)
-    bundle = _demo_bundle(out)
+    bundle = bundle or _demo_bundle(out)
     cohort = out / "cohort"
     shutil.rmtree(cohort, ignore_errors=True)
     shutil.rmtree(out / "larc-data", ignore_errors=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TrainedBundle
+
 LARC = shutil.which("larc", path=str(Path(sys.executable).parent)) or "larc"
 
 
@@ -72,15 +74,23 @@ def test_synth_refuses_a_folder_that_holds_other_files(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").exists()
 
 
-def test_demo_sends_the_cohort_to_the_daemon_and_prints_the_cases(tmp_path: Path) -> None:
-    run = larc("demo", "--out", str(tmp_path / "demo"), "--patients", "2")
+def test_demo_sends_the_cohort_to_the_daemon_and_prints_the_scores(
+    tmp_path: Path, trained_bundle: TrainedBundle
+) -> None:
+    # the tests' bundle stands in for the demo bundle the first run trains (2 minutes)
+    out = tmp_path / "demo"
+    run = larc("demo", "--out", str(out), "--patients", "2", "--bundle", str(trained_bundle.folder))
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "demo" / "manifest.json").exists()
+    assert (out / "cohort" / "manifest.json").exists()
     assert ", 0 refused" in run.stdout
-    table = run.stdout[run.stdout.index("baseline case") :]
-    # both synthetic patients (seed 0) have both studies and masks: all four cases are ready
-    assert table.count("ready") == 4, run.stdout
+    table = run.stdout[run.stdout.index("patient  case") :]
+    # both synthetic patients (seed 0) have both studies and masks: all four cases are scored
+    assert table.count("P(good response) FDL") == 2, run.stdout
+    assert table.count("DM risk") == 2, run.stdout
+    assert table.count("-> outbox") == 4, run.stdout
     assert "SYN0002" in table
+    outbox = list((out / "larc-data" / "outbox").glob("*.dcm"))
+    assert len(outbox) == 2 * (1 + 6) + 2 * (1 + 2)
 
 
 def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:

@@ -325,18 +325,23 @@ def _print_result(index: Any, case: Any) -> None:
         )
 
 
-@app.command()
-def status(config: ConfigOption = None) -> None:
-    """List patients, studies (timepoints), series (roles and why), cases, recent rejections."""
+def open_index(settings: Settings) -> Any:
+    """The index under ``storage.data_dir``; exits with the reason when there is none."""
     from daemon.index import Index
     from daemon.service import INDEX_FILE
 
-    settings = _settings(config)
     path = settings.storage.data_dir / INDEX_FILE
     if not path.exists():
         typer.echo(f"error: no index at {path}: has larc serve run with this data_dir?", err=True)
         raise typer.Exit(code=2)
-    index = Index(path)
+    return Index(path)
+
+
+@app.command()
+def status(config: ConfigOption = None) -> None:
+    """List patients, studies (timepoints), series (roles and why), cases, recent rejections."""
+    settings = _settings(config)
+    index = open_index(settings)
     try:
         for patient in index.query("SELECT * FROM patients ORDER BY patient_id"):
             typer.echo(f"patient {patient['patient_id']}")

@@ -88,17 +88,11 @@ def retry_exports(config: ConfigOption = None) -> None:
     Safe while larc serve runs (the index is shared); the objects are read from
     <data_dir>/results/, so nothing has to be scored again.
     """
-    from daemon.cli import _settings
+    from daemon.cli import _settings, open_index
     from daemon.export import Exporter
-    from daemon.index import Index
-    from daemon.service import INDEX_FILE
 
     settings = _settings(config)
-    path = settings.storage.data_dir / INDEX_FILE
-    if not path.exists():
-        typer.echo(f"error: no index at {path}: has larc serve run with this data_dir?", err=True)
-        raise typer.Exit(code=2)
-    index = Index(path)
+    index = open_index(settings)
     try:
         exporter = Exporter(
             index, settings.storage.data_dir, settings.export, settings.scp.ae_title

@@ -21,7 +21,7 @@ from workers.payload import CasePayload
 
 logger = logging.getLogger(__name__)
 
-RESPONSE, BASELINE = "response", "baseline"
+RESPONSE = "response"  # the case kind scored from both timepoints
 
 _cache: dict[tuple[str, float], Bundle] = {}
 _cache_lock = threading.Lock()

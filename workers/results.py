@@ -21,11 +21,10 @@ from dicom_io.sr import (
     derive_uid,
     measurement_report,
 )
-from pipeline.case import PREFIX, CaseInputs
-from workers.analysis import BASELINE, RESPONSE, decode_maps
+from pipeline.case import BASELINE, PREFIX, RESTAGING, CaseInputs
+from workers.analysis import RESPONSE, decode_maps
 from workers.payload import CasePayload, dataset
 
-RESTAGING = "restaging"
 _SEQUENCE_NAME = {"T2": "T2W", "DWI": "DWI", "CE": "CE-T1", "ADC": "ADC"}
 _TIMEPOINT_OF = {prefix: timepoint for timepoint, prefix in PREFIX.items()}
 

@@ -9,7 +9,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import pydicom
 import yaml
@@ -17,6 +19,7 @@ from pydantic import TypeAdapter
 
 from daemon.cases import (
     READY,
+    WAITING,
     CaseDecision,
     SeriesFacts,
     StudyInputs,
@@ -24,7 +27,14 @@ from daemon.cases import (
     decide_cases,
 )
 from daemon.index import Index
-from dicom_io.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
+from dicom_io.pairing import (
+    BASELINE,
+    BY_DATE_ORDER,
+    RESTAGING,
+    PairingPolicy,
+    StudyFacts,
+    assign_timepoints,
+)
 from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, SeriesSummary, assign_role
 from dicom_io.roles import referenced_series as mask_reference
 
@@ -42,6 +52,16 @@ def load_rules(path: Path | None) -> tuple[RoleRule, ...]:
     return tuple(TypeAdapter(list[RoleRule]).validate_python(data))
 
 
+class PriorSource(Protocol):
+    """Where a patient's prior studies come from: the PACS (``daemon.priors.PriorRetriever``)."""
+
+    def request(self, patient_id: str, case_id: str) -> None:
+        """Ask for the patient's studies we do not hold (once per patient)."""
+
+    def finished(self, patient_id: str) -> bool:
+        """Whether the PACS has answered for this patient (studies moved, none, or failed)."""
+
+
 def log_ready(case: str, version: int, kind: str) -> None:
     """The hand-off until workers exist: say that a case is ready."""
     logger.info("case %s (%s) version %d is ready", case, kind, version)
@@ -57,14 +77,14 @@ class Assembler:
         policy: PairingPolicy,
         rules: Sequence[RoleRule] = DEFAULT_RULES,
         on_ready: ReadyHandler = log_ready,
-        on_missing_baseline: Callable[[str, str], None] | None = None,
+        priors: PriorSource | None = None,
     ) -> None:
         self.index = index
         self.stable_age_s = stable_age_s
         self.policy = policy
         self.rules = rules
         self.on_ready = on_ready
-        self.on_missing_baseline = on_missing_baseline
+        self.priors = priors
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pass = threading.Lock()  # one pass at a time, whoever calls run_once
@@ -85,6 +105,11 @@ class Assembler:
         for patient_id in sorted(patients):
             self._update_patient(patient_id)
         return [s["study_uid"] for s in due]
+
+    def recheck(self, patient_id: str) -> None:
+        """Decide a patient's cases again (called when prior retrieval has answered)."""
+        with self._pass:
+            self._update_patient(patient_id)
 
     def _classify(self, study_uid: str) -> None:
         for series in self.index.query("SELECT * FROM series WHERE study_uid = ?", (study_uid,)):
@@ -116,6 +141,10 @@ class Assembler:
             self.index.set_series_role(series["series_uid"], role, reason, b_values, reference)
 
     def _update_patient(self, patient_id: str) -> None:
+        if self.index.query(
+            "SELECT 1 FROM studies WHERE patient_id = ? AND stable_at IS NULL", (patient_id,)
+        ):
+            return  # decided once the patient's last study is stable too
         studies = self.index.query(
             "SELECT * FROM studies WHERE patient_id = ? AND stable_at IS NOT NULL", (patient_id,)
         )
@@ -145,11 +174,22 @@ class Assembler:
             StudyInputs(uid, timepoint, series_of[uid])
             for uid, (timepoint, _) in timepoints.items()
         ]
-        for decision in decide_cases(inputs):
-            self._store_case(patient_id, decision)
         found = {timepoint for timepoint, _ in timepoints.values()}
-        if self.on_missing_baseline is not None and RESTAGING in found and BASELINE not in found:
-            self.on_missing_baseline(patient_id, case_id(patient_id, "response"))
+        # A lone study that only date order calls a baseline may be a restaging study whose
+        # baseline sits in the PACS: ask first, and hold its cases until the PACS has answered.
+        lone = [reason for _, reason in timepoints.values()] == [BY_DATE_ORDER]
+        hold = False
+        if self.priors is not None and (lone or (RESTAGING in found and BASELINE not in found)):
+            self.priors.request(patient_id, case_id(patient_id, "response"))
+            hold = lone and not self.priors.finished(patient_id)
+        for decided in decide_cases(inputs):
+            if hold and decided.state == READY:
+                reason = (
+                    "asking the PACS for prior studies first "
+                    "(the only study on hand may be a restaging study)"
+                )
+                decided = replace(decided, state=WAITING, reason=reason)  # noqa: PLW2901
+            self._store_case(patient_id, decided)
 
     def _store_case(self, patient_id: str, decision: CaseDecision) -> None:
         cid = case_id(patient_id, decision.kind)

@@ -1,6 +1,7 @@
-"""Prior retrieval: a restaging study with no baseline on hand makes us ask the PACS for the
-patient's earlier MR studies (C-FIND) and pull them to our own AE (C-MOVE). They then arrive like
-any other study, become stable and are paired."""
+"""Prior retrieval: a restaging study with no baseline on hand, or a lone study that nothing
+marks as a baseline, makes us ask the PACS for the patient's other MR studies (C-FIND) and pull
+them to our own AE (C-MOVE). They then arrive like any other study, become stable and are
+paired. When the PACS has answered, ``on_finished`` lets the assembler decide the held cases."""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ class PriorRetriever:
     """Fetches a patient's prior studies in a background thread, once per patient and run."""
 
     def __init__(
-        self, node: PacsNode, destination_ae: str, known_studies: Callable[[str], set[str]]
+        self,
+        node: PacsNode,
+        destination_ae: str,
+        known_studies: Callable[[str], set[str]],
+        on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self.node = node
+        self.on_finished = on_finished
+        self._finished: set[str] = set()
         self.destination_ae = destination_ae
         self.known_studies = known_studies
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -35,9 +42,15 @@ class PriorRetriever:
             return
         self._requested.add(patient_id)
         logger.info(
-            "case %s: no baseline on hand, asking PACS %s for priors", case_id, self.node.ae_title
+            "case %s: no baseline known for sure, asking PACS %s for the patient's studies",
+            case_id,
+            self.node.ae_title,
         )
         self._queue.put(patient_id)
+
+    def finished(self, patient_id: str) -> bool:
+        """Whether the PACS has answered for ``patient_id`` in this run (moved, none, failed)."""
+        return patient_id in self._finished
 
     def stop(self) -> None:
         """End the thread after the current retrieval."""
@@ -50,7 +63,18 @@ class PriorRetriever:
                 self.retrieve(patient_id)
             except (StorageError, InvalidInputError, OSError) as exc:
                 self._requested.discard(patient_id)  # try again with the next study
-                logger.warning("prior retrieval from PACS %s failed: %s", self.node.ae_title, exc)
+                logger.warning(
+                    "prior retrieval from PACS %s failed (pairing goes on with the studies on "
+                    "hand): %s",
+                    self.node.ae_title,
+                    exc,
+                )
+            self._finished.add(patient_id)
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(patient_id)
+                except Exception:  # the thread must live on for the next patient
+                    logger.exception("deciding cases after prior retrieval failed")
 
     def retrieve(self, patient_id: str) -> int:
         """Find and move the patient's MR studies we do not hold; returns instances moved."""

@@ -100,7 +100,7 @@ class Daemon:
             ),
             rules,
             on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
-            on_missing_baseline=self.priors.request if self.priors else None,
+            priors=self.priors,
         )
         self._stop_requested = threading.Event()
         self._closed = False
@@ -145,7 +145,9 @@ class Daemon:
             )
             return {r["study_uid"] for r in rows}
 
-        return PriorRetriever(node, settings.scp.ae_title, known)
+        # late binding: the assembler is built after the retriever
+        recheck = lambda patient_id: self.assembler.recheck(patient_id)  # noqa: E731, PLW0108
+        return PriorRetriever(node, settings.scp.ae_title, known, on_finished=recheck)
 
     def start(self) -> None:
         """Clean up after a crash, then start listening."""

@@ -38,6 +38,9 @@ def _date(value: str) -> datetime.date | None:
         return None
 
 
+BY_DATE_ORDER = "earliest study of the patient"  # a baseline by date alone, nothing marks it
+
+
 def assign_timepoints(
     studies: list[StudyFacts], policy: PairingPolicy
 ) -> dict[str, tuple[str, str]]:
@@ -74,7 +77,7 @@ def assign_timepoints(
     else:
         unmarked = [s for s in dated if s not in marked_restaging]
         baseline = unmarked[0] if unmarked else None
-        why = "earliest study of the patient"
+        why = BY_DATE_ORDER
     if baseline is None:
         for study in marked_restaging:
             out[study.study_uid] = (

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
+from daemon.harness import REDIS_SERVER, Redis
 from dicom_io.peers import (
     NODELAY_ENV,
     Orthanc,
     free_port,
     stop_process,
     store_files,
-    wait_for_port,
 )
 from dicom_io.synthetic.cohort import CohortResult, CohortSpec, generate_cohort
 from pipeline.config import PreprocessConfig
@@ -84,33 +84,15 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     return TrainedBundle(cohort, folder, run, preprocess)
 
 
-@dataclass
-class RedisServer:
-    """redis-server (Debian package) on a free loopback port, nothing persisted."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(tmp_path: Path) -> Iterator[Redis]:
     """A private Redis for one test; stopped by PID afterwards."""
-    binary = require_tool("/usr/bin/redis-server")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    with (tmp_path / "redis.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [*args, "no", "--dir", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT
-        )
+    require_tool(REDIS_SERVER)
+    server = Redis.start(tmp_path / "redis")
     try:
-        wait_for_port(port, proc)
-        yield RedisServer(port, proc)
+        yield server
     finally:
-        stop_process(proc)
+        server.stop()
 
 
 @pytest.fixture

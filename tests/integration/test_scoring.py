@@ -14,7 +14,6 @@ Secondary Captures per case, with the numbers the pipeline gives when called dir
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -26,30 +25,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
 import pydicom
 import pytest
 import yaml
 
+from daemon.harness import Redis
 from dicom_io.peers import Orthanc, free_port, stop_process
-from dicom_io.sr import concept
-from dicom_io.synthetic.cohort import CohortResult, PatientResult
-from pipeline.bundle import Bundle
-from pipeline.case import SIGNATURES, prepare_case
+from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import (
     LARC,
-    RedisServer,
     TrainedBundle,
     larc_status,
     require_tool,
     start_daemon,
     storescu,
 )
+from tests.integration.scoring_checks import SR_CLASS, check_sr, orthanc_dataset, orthanc_instances
 from tests.unit.dicom_io.test_result_objects import dciodvfy_errors
 
 pytestmark = pytest.mark.slow
 
-SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 FINISHED = ("exported", "failed", "failed-export")
 STALL_WORKER = """
 import sys, time
@@ -92,49 +87,13 @@ def _all_finished(data_dir: Path, count: int) -> bool:
     return len(cases) == count and all(c["state"] in FINISHED for c in cases)
 
 
-def _direct(bundle: TrainedBundle, patient: PatientResult, kind: str) -> dict[str, Any]:
-    """The scores of a case computed by calling the pipeline on the generated files."""
-    files = {
-        t: [f for s in study.series.values() for f in s.files]
-        for t, study in patient.studies.items()
-    }
-    if kind == "baseline":
-        files = {"baseline": files["baseline"]}
-    inputs = prepare_case(
-        files,
-        bundle.preprocess,
-        signatures=SIGNATURES if kind == "response" else (),
-        stacks=kind == "baseline",
-    )
-    return Bundle.load(bundle.folder).score(inputs)
-
-
-def _numbers(sr: pydicom.Dataset) -> dict[str, float]:
-    """Measurements of the SR's first (analysis) group by concept code."""
-    read = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    group = read.content.get_image_measurement_groups()[0]
-    return {m.name.value: m.value for m in group.get_measurements()}
-
-
 def _check_numbers(srs: list[pydicom.Dataset], bundle: TrainedBundle, cohort: CohortResult) -> None:
-    """Every case's SR holds the scores of the direct pipeline call, in the right study."""
+    """Every patient has a response SR and a baseline SR with the direct pipeline's scores."""
     for patient in cohort.patients:
-        studies = {t: s.study_instance_uid for t, s in patient.studies.items()}
-        mine = [sr for sr in srs if sr.PatientID == patient.patient_id]
-        response = next(sr for sr in mine if sr.StudyInstanceUID == studies["restaging"])
-        baseline = next(sr for sr in mine if sr.StudyInstanceUID == studies["baseline"])
-        expected = _direct(bundle, patient, "response")
-        got = _numbers(response)
-        fdl = expected["response_FDL"]["p_good_response"]
-        assert got["p-good-response-fdl"] == pytest.approx(fdl, abs=1e-6)
-        for name, value in expected["signatures"].items():
-            code = concept(f"signature-{name.lower().replace('_', '-')}").value
-            assert got[code] == pytest.approx(value, abs=1e-6)
-        expected = _direct(bundle, patient, "baseline")["distant_metastasis"]
-        got = _numbers(baseline)
-        assert got["dl-prob"] == pytest.approx(expected["dl_prob"], abs=1e-6)
-        assert got["dlrs"] == pytest.approx(expected["dlrs"], abs=1e-6)
-        assert got["dmfs-3y"] == pytest.approx(expected["dmfs_3y"], abs=1e-6)
+        kinds = sorted(
+            check_sr(sr, bundle, patient) for sr in srs if sr.PatientID == patient.patient_id
+        )
+        assert kinds == ["baseline", "response"]
 
 
 def _patient_folders(cohort: CohortResult) -> list[Path]:
@@ -222,20 +181,11 @@ def _worker(
     return proc, log_path
 
 
-def _orthanc_instances(orthanc: Orthanc) -> dict[str, list[str]]:
-    """Instance ids in Orthanc by modality."""
-    found: dict[str, list[str]] = {}
-    for series in orthanc.get("/series?expand"):
-        modality = series["MainDicomTags"].get("Modality", "")
-        found.setdefault(modality, []).extend(series["Instances"])
-    return found
-
-
 def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicates(
     tmp_path: Path,
     cohort: CohortResult,
     trained_bundle: TrainedBundle,
-    redis_server: RedisServer,
+    redis_server: Redis,
     orthanc: Orthanc,
 ) -> None:
     data_dir = tmp_path / "data"
@@ -289,11 +239,10 @@ def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicate
     assert taken[0] in second_log.read_text()  # the killed task was redelivered
     assert "succeeded" not in first_log.read_text()
 
-    stored = _orthanc_instances(orthanc)
+    stored = orthanc_instances(orthanc)
     assert len(stored.get("SR", [])) == n_cases  # one per case: no duplicate after the kill
     assert len(stored.get("OT", [])) == len(cohort.patients) * 8
-    srs = [pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file")[1]))
-           for i in stored["SR"]]  # fmt: skip
+    srs = [orthanc_dataset(orthanc, i) for i in stored["SR"]]
     _check_numbers(srs, trained_bundle, cohort)
 
 
@@ -337,7 +286,7 @@ def test_failed_export_is_parked_and_sent_by_retry_exports(
         )
         assert retried.returncode == 0, retried.stdout + retried.stderr
         assert "2 failed export(s) queued again: 2 sent" in retried.stdout
-        stored = _orthanc_instances(orthanc)
+        stored = orthanc_instances(orthanc)
     finally:
         orthanc.stop()
     assert len(stored.get("SR", [])) == 2

@@ -366,11 +366,14 @@ def status(config: ConfigOption = None) -> None:
 def _register_subcommands() -> None:
     from daemon.demo import demo
     from daemon.harness_cli import harness
+    from daemon.health_cli import echo, ping_workers
     from daemon.models_cli import evaluate, train_app
     from daemon.workers_cli import retry_exports, worker
 
     app.command("demo")(demo)
     app.command("harness")(harness)
+    app.command("echo")(echo)
+    app.command("ping-workers")(ping_workers)
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate)
     app.command("worker")(worker)

@@ -178,6 +178,10 @@ class Harness:
 
     def _start(self) -> None:
         spec = self.spec
+        if not DEPLOY_ORTHANC.exists():
+            raise FileNotFoundError(
+                f"{DEPLOY_ORTHANC} not found: the harness runs from a source checkout of larc"
+            )
         self.daemon_port = free_port()
         extra: dict[str, Any] = {"StableAge": spec.orthanc_stable_age_s}
         if not spec.forward:

@@ -49,6 +49,17 @@ def _associate(node: PacsNode, context: str) -> Association:
     return assoc
 
 
+def echo(node: PacsNode) -> None:
+    """C-ECHO ``node``; raises :class:`PacsUnavailableError` unless it answers with success."""
+    assoc = _associate(node, "1.2.840.10008.1.1")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if status is None or getattr(status, "Status", None) != 0:
+        raise PacsUnavailableError(f"{node.ae_title} at {node.host}:{node.port}: C-ECHO failed")
+
+
 @dataclass
 class SendResult:
     """What a C-STORE batch achieved: instances stored, and each failure with its status."""

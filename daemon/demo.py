@@ -22,7 +22,7 @@ def _demo_bundle(out: Path) -> Path:
     """The demo's model bundle: trained once on a synthetic cohort (48 patients, tiny networks,
     32-pixel inputs) and kept for the next runs. Its name says it is no clinical model."""
     from daemon.models_cli import models
-    from pipeline.bundle import BundleError, verify_bundle
+    from pipeline.manifest import BundleError, verify_bundle
 
     bundle = out / "bundle"
     try:

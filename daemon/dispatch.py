@@ -34,12 +34,12 @@ from daemon.index import Index
 from dicom_io.errors import InvalidInputError
 from dicom_io.roles import RoleRule
 from dicom_io.storage import InstanceStore
-from pipeline.bundle import verify_bundle
 from pipeline.case import PREFIX, SIGNATURES, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
+from pipeline.manifest import verify_bundle
+from workers.app import ANALYSE, REPORT, app
 from workers.payload import CasePayload, header, idempotency_key
-from workers.tasks import analyse_task, report_task, run_analyse, run_report
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class EmbeddedExecutor:
         self._lock = threading.Lock()
 
     def _run(self, handle: str, payload: dict[str, Any]) -> dict[str, Any]:
+        # imported here: torch and the networks load with the first case, not at start-up
+        from workers.tasks import run_analyse, run_report  # noqa: PLC0415
+
         with self._lock:
             self._started.add(handle)
         return run_report(run_analyse(payload, self.bundle_dir), payload)
@@ -119,12 +122,12 @@ class EmbeddedExecutor:
 class CeleryExecutor:
     """``larc.analyse`` (gpu queue) then ``larc.report`` (cpu queue) through the broker."""
 
-    def __init__(self) -> None:
-        self._analyse, self._report = analyse_task, report_task
-
     def submit(self, payload: dict[str, Any]) -> str:
-        """Send the chain; the handle holds both task ids."""
-        result = chain(self._analyse.s(payload), self._report.s(payload)).apply_async()
+        """Send the chain (tasks by name: the daemon never imports the networks); the handle
+        holds both task ids."""
+        analyse = app.signature(ANALYSE, args=(payload,))
+        report = app.signature(REPORT, args=(payload,))
+        result = chain(analyse, report).apply_async()
         return json.dumps({"analyse": result.parent.id, "report": result.id})
 
     def poll(self, handle: str) -> Poll:
@@ -133,7 +136,6 @@ class CeleryExecutor:
             ids = json.loads(handle)
         except ValueError:
             return Poll("lost")
-        app = self._analyse.app
         report, analyse = AsyncResult(ids["report"], app=app), AsyncResult(ids["analyse"], app=app)
         if report.state == "SUCCESS":
             return Poll(DONE, result=report.result)

@@ -344,9 +344,10 @@ def evaluate(
     Survival: Harrell's C with CI, time-dependent AUC at 1/2/3/5 years, Kaplan-Meier by risk
     group and subtype with log-rank p, NRI and IDI of the nomogram versus the clinical model.
     """
-    from pipeline.bundle import Bundle, BundleError
+    from pipeline.bundle import Bundle
     from pipeline.evaluate import evaluate as run_evaluation
     from pipeline.evaluate import score_cohort
+    from pipeline.manifest import BundleError
 
     try:
         loaded = Bundle.load(bundle)

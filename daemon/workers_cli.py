@@ -39,7 +39,7 @@ def worker(
     """
     from daemon.cli import _settings
     from daemon.service import celery_config
-    from pipeline.bundle import BundleError, verify_bundle
+    from pipeline.manifest import BundleError, verify_bundle
     from workers.app import CPU_QUEUE, GPU_QUEUE, configure
 
     settings = _settings(config, models={"bundle_dir": bundle} if bundle else None)

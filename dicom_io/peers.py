@@ -74,6 +74,14 @@ class Orthanc:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
 
+    def post(self, path: str, body: Any) -> Any:
+        """POST JSON to a REST resource; the answer as JSON."""
+        request = urllib.request.Request(  # noqa: S310 - our own loopback Orthanc
+            self.url + path, data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+
     def get_bytes(self, path: str) -> tuple[str, bytes]:
         """GET a REST resource as (content type, bytes)."""
         with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310

@@ -30,18 +30,17 @@ import pandas as pd
 
 from dicom_io.roles import DEFAULT_RULES, RoleRule
 from pipeline.bundle import (
-    BUNDLE_SCHEMA,
     DM_HORIZON_MONTHS,
     RESEARCH_USE,
     RFS_HORIZON_MONTHS,
     Bundle,
     torch_save,
-    write_manifest,
 )
 from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
 from pipeline.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.config import PreprocessConfig
 from pipeline.features import feature_row, select_cr_features
+from pipeline.manifest import BUNDLE_SCHEMA, write_manifest
 from pipeline.models import (
     CoxModel,
     RiskCutoff,

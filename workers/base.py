@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from dicom_io.errors import InvalidInputError
-from pipeline.bundle import BundleError
 from pipeline.errors import PipelineInputError
+from pipeline.manifest import BundleError
 from pipeline.networks import ModelError
 
 

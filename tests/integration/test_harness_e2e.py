@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -23,7 +24,7 @@ from pydicom.uid import generate_uid
 from daemon.harness import Harness, HarnessSpec
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from dicom_io.synthetic.vendors import Role
-from tests.conftest import TrainedBundle, require_tool
+from tests.conftest import LARC, TrainedBundle, require_tool
 from tests.integration.scoring_checks import (
     SR_CLASS,
     check_sr,
@@ -65,6 +66,11 @@ def _ct_study(patient: PatientResult, folder: Path, slices: int = 3) -> tuple[Pa
     return folder, study_uid
 
 
+def _larc(command: str, harness: Harness) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LARC, command, "--config", str(harness.config_path)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
 def _results_by_study(harness: Harness) -> dict[str, dict[str, int]]:
     """SR and SC counts in Orthanc per StudyInstanceUID."""
     counts: dict[str, dict[str, int]] = {}
@@ -100,6 +106,7 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
         harness.send_to_pacs(*_series_dirs(late_masks, masks=True, timepoints=both))
         harness.wait_settled(timeout_s=300)
         status = harness.status()
+        health = [_larc("echo", harness), _larc("ping-workers", harness)]
         cases = harness.query("SELECT * FROM cases")
         larc_studies = {r["study_uid"] for r in harness.query("SELECT study_uid FROM studies")}
         stored = orthanc_instances(harness.pacs)
@@ -110,6 +117,11 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
     for group in groups:  # nor a worker's pool process
         with pytest.raises(ProcessLookupError):
             os.killpg(group, 0)
+
+    for run in health:  # the healthchecks of deploy/ see a live daemon and worker
+        assert run.returncode == 0, run.stderr
+    assert "success" in health[0].stdout
+    assert ": ok" in health[1].stdout
 
     assert len(before) == 2
     assert all((c["state"], "no tumour mask" in c["reason"]) == ("waiting", True) for c in before)

@@ -13,8 +13,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from pipeline.bundle import Bundle, BundleError
+from pipeline.bundle import Bundle
 from pipeline.config import PreprocessConfig
+from pipeline.manifest import BundleError
 from tests.conftest import LARC, TrainedBundle
 
 pytestmark = pytest.mark.slow

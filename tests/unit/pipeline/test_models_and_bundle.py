@@ -15,9 +15,10 @@ import skops.io as sio
 from lifelines import CoxPHFitter
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.bundle import Bundle, BundleError, write_manifest
+from pipeline.bundle import Bundle
 from pipeline.config import PreprocessConfig
 from pipeline.features import feature_row, parse_value, select_cr_features
+from pipeline.manifest import BundleError, write_manifest
 from pipeline.models import (
     CoxModel,
     ModelFileError,

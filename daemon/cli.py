@@ -23,9 +23,10 @@ app = typer.Typer(
         "them, pairs each patient's baseline and restaging studies, scores every ready case "
         "(worker threads, or larc worker processes on a Redis broker) and sends the results - "
         "a TID 1500 SR and Grad-CAM Secondary Captures - back to the PACS (or an outbox "
-        "folder). Also: status, config, retry-exports, the synthetic cohort generator (synth), "
-        "the demo, and training and evaluation of the models (train, evaluate). The web "
-        "worklist is on the roadmap."
+        "folder). Also: status, config, retry-exports, worker, health checks (echo, "
+        "ping-workers), the synthetic cohort generator (synth), the demo, the harness (a real "
+        "Orthanc, Redis and workers on this machine), and training and evaluation of the "
+        "models (train, evaluate). The web worklist is on the roadmap."
     ),
     no_args_is_help=True,
     add_completion=False,

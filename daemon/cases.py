@@ -17,6 +17,8 @@ from dicom_io.roles import SeriesRole
 
 WAITING = "waiting"
 READY = "ready"
+# nothing left to do for the case until new input arrives (or an operator retries it)
+FINISHED = frozenset({"exported", "failed", "failed-export", WAITING})
 BASELINE_CASE = "baseline"
 RESPONSE_CASE = "response"
 

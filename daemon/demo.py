@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
+from daemon.cases import FINISHED
 from daemon.cli import _print_table, _synth, score_summary
 from daemon.logs import configure_logging
 from daemon.settings import load_settings
 
 DEMO_BUNDLE_NAME = "larc-demo-synthetic"
-FINISHED = ("exported", "failed", "failed-export", "waiting")
 
 
 def _demo_bundle(out: Path) -> Path:

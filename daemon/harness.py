@@ -24,12 +24,12 @@ from typing import Any
 
 import yaml
 
+from daemon.cases import FINISHED
 from dicom_io.peers import Orthanc, free_port, stop_process, store_files, wait_for_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 DEPLOY_ORTHANC = Path(__file__).resolve().parents[1] / "deploy" / "orthanc" / "orthanc.json"
 LARC = str(Path(sys.executable).parent / "larc")
-FINISHED = frozenset({"exported", "failed", "failed-export", "waiting"})
 
 
 @dataclass
@@ -111,6 +111,22 @@ def start_larc(
             env={**os.environ, **(env or {})},
         )
     return LarcProcess(name, proc, log_path)
+
+
+def read_index(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of the index under ``data_dir``, read-only, while larc serve runs (empty while the
+    index does not exist yet or is being created)."""
+    path = data_dir / "index.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in db.execute(sql, params)]
+    except sqlite3.OperationalError:  # being created
+        return []
+    finally:
+        db.close()
 
 
 @dataclass
@@ -256,29 +272,23 @@ class Harness:
 
     def send_to_pacs(self, *paths: Path, calling_ae: str = "MRSCANNER") -> None:
         """Send files or folders into Orthanc with dcmtk storescu, as a scanner does."""
-        run = store_files(self.pacs.dicom_port, self.pacs.aet, *paths, calling_ae=calling_ae)
-        if run.returncode != 0:
-            raise RuntimeError(f"storescu into Orthanc failed: {run.stderr[-2000:]}")
+        self._send("Orthanc", self.pacs.dicom_port, self.pacs.aet, paths, calling_ae)
 
     def send_to_larc(self, *paths: Path, calling_ae: str = "MRSCANNER") -> None:
         """Send files or folders straight to larc with dcmtk storescu."""
-        run = store_files(self.daemon_port, "LARC", *paths, calling_ae=calling_ae)
+        self._send("larc", self.daemon_port, "LARC", paths, calling_ae)
+
+    @staticmethod
+    def _send(
+        name: str, port: int, called_ae: str, paths: tuple[Path, ...], calling_ae: str
+    ) -> None:
+        run = store_files(port, called_ae, *paths, calling_ae=calling_ae)
         if run.returncode != 0:
-            raise RuntimeError(f"storescu into larc failed: {run.stderr[-2000:]}")
+            raise RuntimeError(f"storescu into {name} failed: {run.stderr[-2000:]}")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of larc's index, read-only (empty while the index does not exist yet)."""
-        path = self.data_dir / "index.sqlite3"
-        if not path.exists():
-            return []
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(row) for row in db.execute(sql, params)]
-        except sqlite3.OperationalError:  # being created
-            return []
-        finally:
-            db.close()
+        return read_index(self.data_dir, sql, params)
 
     def pacs_busy(self) -> bool:
         """Whether Orthanc still has a forwarding job to run or studies not yet stable."""

@@ -29,7 +29,7 @@ import pydicom
 import pytest
 import yaml
 
-from daemon.harness import Redis
+from daemon.harness import Redis, read_index
 from dicom_io.peers import Orthanc, free_port, stop_process
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from tests.conftest import (
@@ -61,17 +61,7 @@ app(prog_name="larc")
 
 
 def _cases(data_dir: Path) -> list[dict[str, Any]]:
-    path = data_dir / "index.sqlite3"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM cases")]
-    except sqlite3.OperationalError:  # the index is being created
-        return []
-    finally:
-        db.close()
+    return read_index(data_dir, "SELECT * FROM cases")
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout_s: float, log: Callable[[], str]) -> None:

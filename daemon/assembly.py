@@ -23,6 +23,7 @@ from daemon.cases import (
     CaseDecision,
     SeriesFacts,
     StudyInputs,
+    case_fingerprint,
     case_id,
     decide_cases,
 )
@@ -195,7 +196,7 @@ class Assembler:
         cid = case_id(patient_id, decision.kind)
         rows = self.index.query("SELECT * FROM cases WHERE case_id = ?", (cid,))
         old = rows[0] if rows else None
-        fingerprint = decision.fingerprint
+        fingerprint = case_fingerprint(decision.inputs, self.index.readings(cid))
         if old is not None and old["fingerprint"] == fingerprint and old["state"] != "waiting":
             return  # same inputs, already past waiting: nothing new
         version = 1 if old is None else int(old["version"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dicom_io.pairing import BASELINE, RESTAGING
@@ -55,8 +55,16 @@ class CaseDecision:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of the inputs: a new one means a new case version."""
-        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of the image inputs (no readings): see :func:`case_fingerprint`."""
+        return case_fingerprint(self.inputs, {})
+
+
+def case_fingerprint(inputs: Mapping[str, str], readings: Mapping[str, str]) -> str:
+    """A hash of a case's inputs, the series and the radiologist's readings: a new one means a
+    new case version (and a new work key). Without readings it is the hash of the series alone,
+    as in larc 0.1."""
+    data: object = dict(inputs) if not readings else {"images": inputs, "readings": readings}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def case_id(patient_id: str, kind: str) -> str:

@@ -158,6 +158,7 @@ class ModelInfo:
     name: str
     version: str
     preprocess: PreprocessConfig
+    cr_features: tuple[str, ...] = ()  # the radiologist-read features of the CR/CRD models
 
     @property
     def label(self) -> str:
@@ -169,7 +170,8 @@ class ModelInfo:
         """From ``folder`` (checked: files, hashes, preprocessing); :class:`BundleError`
         (a ``ValueError``) naming what is wrong."""
         manifest, preprocess = verify_bundle(folder)
-        return cls(folder, str(manifest["name"]), str(manifest["version"]), preprocess)
+        cr = tuple(str(f) for f in (manifest.get("response") or {}).get("cr_features") or ())
+        return cls(folder, str(manifest["name"]), str(manifest["version"]), preprocess, cr)
 
 
 class Dispatcher:
@@ -340,6 +342,7 @@ class Dispatcher:
             evidence=evidence,
             masks=masks,
             predecessor=predecessor,
+            clinical=self.index.readings(case["case_id"]),
         )
 
     def _dispatch(self, case: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -160,6 +161,8 @@ class Harness:
         self.daemon: LarcProcess | None = None
         self.workers: list[LarcProcess] = []
         self.daemon_port = 0
+        self.web_port = 0
+        self.web_token = secrets.token_urlsafe(24)
         self.config_path = self.folder / "larc.yaml"
         self.data_dir = self.folder / "larc-data"
 
@@ -198,6 +201,7 @@ class Harness:
                 f"{DEPLOY_ORTHANC} not found: the harness runs from a source checkout of larc"
             )
         self.daemon_port = free_port()
+        self.web_port = free_port()
         extra: dict[str, Any] = {"StableAge": spec.orthanc_stable_age_s}
         if not spec.forward:
             extra["LuaScripts"] = []
@@ -241,6 +245,7 @@ class Harness:
             "assembly": {"stable_age_s": self.spec.stable_age_s},
             "pacs": {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port},
             "models": {"bundle_dir": str(self.spec.bundle)},
+            "web": {"port": self.web_port, "token": self.web_token},
             "export": {
                 "destinations": [
                     {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
@@ -346,6 +351,11 @@ class Harness:
         ]
         return "\n".join(parts)
 
+    @property
+    def web_url(self) -> str:
+        """The worklist's address."""
+        return f"http://127.0.0.1:{self.web_port}/"
+
     def describe(self) -> dict[str, Any]:
         """Where everything listens (printed by ``larc harness``)."""
         pacs = self.pacs
@@ -355,6 +365,7 @@ class Harness:
                 "dicom": f"LARC@127.0.0.1:{self.daemon_port}",
                 "config": str(self.config_path),
             },
+            "web": {"worklist": self.web_url, "token": self.web_token},
             "redis": self.redis.url if self.redis else None,
             "workers": [w.name for w in self.workers],
             "folder": str(self.folder),

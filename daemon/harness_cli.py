@@ -105,6 +105,7 @@ def harness(
             f"Orthanc (PACS): REST {info['orthanc']['rest']}, DICOM {info['orthanc']['dicom']}"
         )
         typer.echo(f"larc serve: DICOM {info['larc']['dicom']}, config {info['larc']['config']}")
+        typer.echo(f"worklist: {info['web']['worklist']} (token {info['web']['token']})")
         typer.echo(f"Redis: {info['redis'] or 'not started (embedded scoring)'}")
         typer.echo(f"workers: {', '.join(info['workers']) or 'none (embedded scoring)'}")
         typer.echo(f"logs: {folder}/*.log")

@@ -7,6 +7,7 @@ by the listener's threads behind a lock; every write is one transaction, committ
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+from daemon.cases import case_fingerprint
+
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -135,6 +138,28 @@ CREATE TABLE IF NOT EXISTS duplicates (
     action TEXT NOT NULL,
     calling_ae TEXT
 );
+CREATE TABLE IF NOT EXISTS readings (
+    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
+    vals TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reading_audit (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    case_version INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    old_value TEXT,
+    new_value TEXT,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_by_state ON cases(state);
+CREATE INDEX IF NOT EXISTS cases_by_patient ON cases(patient_id);
+CREATE INDEX IF NOT EXISTS results_by_case ON results(case_id, created_at);
+CREATE INDEX IF NOT EXISTS history_by_case ON case_history(case_id);
+CREATE INDEX IF NOT EXISTS exports_by_key ON exports(work_key);
 """
 
 
@@ -164,6 +189,15 @@ class InstanceRecord:
     ignored_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ReadingsSaved:
+    """What saving a case's readings did."""
+
+    version: int  # the case's version afterwards
+    changes: list[tuple[str, str | None, str | None]]  # field, old, new
+    rescore: bool  # a new version was made ready
+
+
 class Index:
     """The SQLite index under the storage root."""
 
@@ -180,10 +214,12 @@ class Index:
         row = self._db.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        elif row["version"] == 1:  # 1 -> 2: cases remember their work key and task
-            self._db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
-            self._db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
-            self._db.execute("UPDATE schema_version SET version = 2")
+        elif row["version"] in (1, 2):
+            if row["version"] == 1:  # 1 -> 2: cases remember their work key and task
+                self._db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
+                self._db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
+            # 2 -> 3: radiologist readings and their audit (new tables, created above)
+            self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         elif row["version"] != SCHEMA_VERSION:
             raise RuntimeError(
                 f"index {path} has schema version {row['version']}, this larc expects "
@@ -427,6 +463,70 @@ class Index:
                 "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
                 (state, attempts, next_at, error, state, time.time(), export_id),
             )
+
+    def readings(self, case_id: str) -> dict[str, str]:
+        """The radiologist-read values entered for a case (feature name -> value as entered)."""
+        rows = self.query("SELECT vals FROM readings WHERE case_id = ?", (case_id,))
+        return dict(json.loads(rows[0]["vals"])) if rows else {}
+
+    def save_readings(
+        self, case_id: str, values: dict[str, str], who: str, via: str
+    ) -> ReadingsSaved:
+        """Store a case's readings (an empty value removes one) with an audit row per change.
+
+        A case past waiting gets a new version, ready again, so that it is re-scored with the
+        readings (its new SR supersedes the last one); a waiting case keeps its version.
+        ``KeyError`` when there is no such case.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            case = db.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+            if case is None:
+                raise KeyError(case_id)
+            row = db.execute("SELECT vals FROM readings WHERE case_id = ?", (case_id,)).fetchone()
+            old: dict[str, str] = json.loads(row["vals"]) if row else {}
+            new = {k: v for k, v in {**old, **values}.items() if v != ""}
+            changes = [
+                (name, old.get(name), new.get(name))
+                for name in sorted(set(old) | set(new))
+                if old.get(name) != new.get(name)
+            ]
+            version = int(case["version"])
+            if not changes:
+                return ReadingsSaved(version, [], False)
+            db.execute(
+                "INSERT INTO readings VALUES (?, ?, ?, ?) ON CONFLICT(case_id) DO UPDATE SET "
+                "vals = excluded.vals, updated_at = excluded.updated_at, "
+                "updated_by = excluded.updated_by",
+                (case_id, json.dumps(new, sort_keys=True), now, who),
+            )
+            fingerprint = case_fingerprint(json.loads(case["inputs"] or "{}"), new)
+            rescore = case["state"] != "waiting"
+            if rescore:
+                version += 1
+                listed = ", ".join(f"{n} {o or '-'} -> {v or '-'}" for n, o, v in changes)
+                db.execute(
+                    "UPDATE cases SET version = ?, state = 'ready', reason = ?, fingerprint = ?, "
+                    "updated_at = ? WHERE case_id = ?",
+                    (version, f"re-scoring: readings changed ({listed})", fingerprint, now,
+                     case_id),
+                )  # fmt: skip
+                db.execute(
+                    "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
+                    "SELECT case_id, version, state, reason, fingerprint, ? FROM cases "
+                    "WHERE case_id = ?",
+                    (now, case_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE cases SET fingerprint = ? WHERE case_id = ?", (fingerprint, case_id)
+                )
+            db.executemany(
+                "INSERT INTO reading_audit (case_id, case_version, field, old_value, new_value, "
+                "who, via, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(case_id, version, n, o, v, who, via, now) for n, o, v in changes],
+            )
+        return ReadingsSaved(version, changes, rescore)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read-only query for status reports and tests."""

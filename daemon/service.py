@@ -7,6 +7,7 @@ import signal
 import ssl
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from daemon.assembly import Assembler, load_rules, log_ready
 from daemon.dispatch import CeleryExecutor, Dispatcher, EmbeddedExecutor, Executor, ModelInfo
@@ -22,6 +23,9 @@ from dicom_io.scu import PacsNode
 from dicom_io.storage import InstanceStore
 from workers.app import CeleryConfig
 from workers.app import configure as configure_celery
+
+if TYPE_CHECKING:
+    from daemon.web.server import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +106,36 @@ class Daemon:
             on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
             priors=self.priors,
         )
+        self.web = self._web(settings)
         self._stop_requested = threading.Event()
         self._closed = False
+
+    def _web(self, settings: Settings) -> WebServer | None:
+        web = settings.web
+        if not web.enabled:
+            return None
+        if not web.authenticated:
+            logger.warning(
+                "web worklist not started: it shows patient data and needs web.token "
+                "(LARC_WEB__TOKEN) or web.trusted_user_header; or set web.enabled: false"
+            )
+            return None
+        # imported here: FastAPI and uvicorn load only when the web app runs
+        from daemon.web.app import WebContext, create_app  # noqa: PLC0415
+        from daemon.web.server import WebServer  # noqa: PLC0415
+
+        model = self.dispatcher.model if self.dispatcher else None
+        app = create_app(
+            WebContext(
+                self.index,
+                settings,
+                listener_ok=lambda: self.listener.running,
+                wake=self.dispatcher.wake if self.dispatcher else None,
+                model_label=model.label if model else None,
+                cr_features=model.cr_features if model else (),
+            )
+        )
+        return WebServer(app, web.bind_address, web.port)
 
     def _dispatcher(self, settings: Settings, rules: tuple[RoleRule, ...]) -> Dispatcher | None:
         if settings.models.bundle_dir is None:
@@ -158,12 +190,16 @@ class Daemon:
         self.assembler.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.web is not None:
+            self.web.start()
 
     def stop(self) -> None:
         """Stop listening and close the index."""
         if self._closed:
             return
         self._closed = True
+        if self.web is not None:
+            self.web.stop()
         self.listener.stop()
         self.assembler.stop()
         if self.dispatcher is not None:

@@ -289,6 +289,78 @@ class ExportSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    """The web worklist and its JSON API (served by larc serve). Started only when a way to
+    authenticate is configured: ``token``, or ``trusted_user_header`` behind a reverse proxy."""
+
+    enabled: bool = Field(default=True, description="Serve the worklist (when auth is set up).")
+    bind_address: str = Field(default="127.0.0.1", description="Address the web app listens on.")
+    port: Port = Field(default=8470, description="TCP port of the web app (HTTP).")
+    token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token for the API and the sign-in page (at least 16 characters). Send it as "
+            "'Authorization: Bearer <token>'."
+        ),
+    )
+    trusted_user_header: str | None = Field(
+        default=None,
+        description=(
+            "Header naming the signed-in user, set by an authenticating reverse proxy (e.g. "
+            "X-Remote-User). Trusted only from web.trusted_proxies."
+        ),
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=("127.0.0.1/32", "::1/128"),
+        description="Addresses or CIDR networks whose trusted_user_header is believed.",
+    )
+    viewer_url: str | None = Field(
+        default=None,
+        description=(
+            "Link that opens a study in the PACS viewer; placeholders {study_uid}, "
+            "{patient_id}, {accession_number}, {orthanc_study_id} (see docs/operations.md)."
+        ),
+    )
+    page_size: int = Field(default=50, ge=5, le=500, description="Worklist rows per page.")
+
+    @field_validator("bind_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("web.token must be at least 16 characters")
+        return value
+
+    @field_validator("viewer_url")
+    @classmethod
+    def _check_viewer(cls, value: str | None) -> str | None:
+        if value is not None:
+            known = {"study_uid", "patient_id", "accession_number", "orthanc_study_id"}
+            for name in re.findall(r"{([^{}]*)}", value):
+                if name not in known:
+                    raise ValueError(
+                        f"unknown placeholder {{{name}}}; use {', '.join(sorted(known))}"
+                    )
+        return value
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether a way to sign in is configured (the app starts only then)."""
+        return self.token is not None or self.trusted_user_header is not None
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -320,6 +392,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
     export: ExportSettings = ExportSettings()
+    web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
     def check_secure(self) -> None:
@@ -447,7 +520,8 @@ def reference_markdown() -> str:
         "    - {ae_title: ORTHANC, host: 10.0.0.5, port: 4242}",
         "```",
         "",
-        "Secrets (`broker.url`, `broker.result_backend`) are never printed by `larc config check`.",
+        "Secrets (`broker.url`, `broker.result_backend`, `web.token`) are never printed by",
+        "`larc config check`.",
         "",
     ]
     return "\n".join(lines)

@@ -136,6 +136,12 @@ class Listener:
         """The port actually bound (useful when 0 was asked for)."""
         return int(self._server.server_address[1])
 
+    @property
+    def running(self) -> bool:
+        """Whether the listener is bound and its serving thread alive."""
+        thread = getattr(self, "_thread", None)
+        return self._server is not None and thread is not None and thread.is_alive()
+
     def start(self) -> None:
         """Bind and start serving; raises ``OSError`` when the address cannot be bound."""
         opts = self.options

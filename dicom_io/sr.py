@@ -20,6 +20,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -181,12 +182,14 @@ def measurement_report(
     content_datetime: dt.datetime,
     series_number: int = 9701,
     predecessor: Reference | None = None,
+    comments: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The SR of one case version, in the study of ``evidence[0]``.
 
     ``evidence``: the headers (no pixels needed) of every instance the groups reference, the
     target study's first. ``key``: the idempotency key the UIDs derive from. ``predecessor``:
-    the report this one supersedes.
+    the report this one supersedes. ``comments``: more text items (e.g. the radiologist-read
+    inputs the scores used).
     """
     if not evidence:
         raise ValueError("an SR needs the headers of the instances it references as evidence")
@@ -212,13 +215,14 @@ def measurement_report(
         procedure_reported=concept("rectal-mri-ai"),
         imaging_measurements=[_group(g, algorithm, tracking_uid) for g in groups],
     )
-    report[0].ContentSequence.append(
-        hd.sr.TextContentItem(
-            name=codes.DCM.Comment,
-            value=RESEARCH_USE,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    for text in (RESEARCH_USE, *comments):
+        report[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=text,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
         )
-    )
     sr = hd.sr.Comprehensive3DSR(
         evidence=ordered,
         content=report[0],
@@ -267,3 +271,61 @@ def stamp(ds: Dataset, when: dt.datetime) -> None:
     for item in ds.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = date + time
+
+
+@dataclass
+class ReadGroup:
+    """One measurement group as read back from an SR (for display)."""
+
+    method: str  # meaning of the group's method concept
+    time_point: str
+    measurements: list[tuple[str, str, float, str]]  # code, meaning, value, unit
+    evaluations: list[tuple[str, str, str]]  # code, meaning, value meaning
+
+
+@dataclass
+class ReadReport:
+    """What a TID 1500 report says, read back with highdicom."""
+
+    groups: list[ReadGroup]
+    comments: list[str]
+    predecessors: list[str]  # SOP Instance UIDs of the reports this one supersedes
+
+
+def read_report(ds: Dataset) -> ReadReport:
+    """The groups, measurements, evaluations, comments and predecessors of an SR written by
+    :func:`measurement_report` (or any TID 1500 report)."""
+    content: Any = hd.sr.Comprehensive3DSR.from_dataset(ds).content  # a MeasurementReport
+    groups = []
+    for group in content.get_image_measurement_groups():
+        method = group.method.meaning if group.method is not None else ""
+        time_point = ""
+        for item in group[0].ContentSequence:
+            if item.ConceptNameCodeSequence[0].CodeMeaning == "Time Point":
+                time_point = str(item.TextValue)
+        groups.append(
+            ReadGroup(
+                method,
+                time_point,
+                [
+                    (m.name.value, m.name.meaning, float(m.value), m.unit.value)
+                    for m in group.get_measurements()
+                ],
+                [
+                    (e.name.value, e.name.meaning, e.value.meaning)
+                    for e in group.get_qualitative_evaluations()
+                ],
+            )
+        )
+    comments = [
+        str(item.TextValue)
+        for item in ds.ContentSequence
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Comment"
+    ]
+    predecessors = [
+        str(sop.ReferencedSOPInstanceUID)
+        for study in ds.get("PredecessorDocumentsSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for sop in series.ReferencedSOPSequence
+    ]
+    return ReadReport(groups, comments, predecessors)

@@ -166,6 +166,14 @@ def _captions(payload: CasePayload, name: str, scores: dict[str, Any]) -> list[s
     return lines
 
 
+def reading_comments(readings: dict[str, Any]) -> list[str]:
+    """The SR's note of the radiologist-read values the scores used (none: no note)."""
+    if not readings:
+        return []
+    listed = ", ".join(f"{name} = {value}" for name, value in sorted(readings.items()))
+    return [f"Radiologist-read inputs used: {listed}"]
+
+
 def result_objects(
     payload: CasePayload, analysis: dict[str, Any], algorithm: Algorithm
 ) -> list[ResultObject]:
@@ -186,6 +194,7 @@ def result_objects(
         payload.key,
         payload.created,
         predecessor=payload.predecessor_reference(),
+        comments=reading_comments(payload.clinical),
     )
     objects = [ResultObject("sr", sr)]
     series_uid = derive_uid(payload.key, "sc-series")

@@ -85,7 +85,7 @@ class WorklistQuery:
             if value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
                 raise QueryError(f"{name}={value!r}: use YYYY-MM-DD")
         if self.page < 1 or not 1 <= self.page_size <= 500:
-            raise QueryError("page must be >= 1 and page_size 1-500")
+            raise QueryError("page and page_size: use a page of 1 or more, a page_size of 1-500")
 
 
 def _where(query: WorklistQuery) -> tuple[str, list[Any]]:

@@ -26,7 +26,8 @@ app = typer.Typer(
         "folder). Also: status, config, retry-exports, worker, health checks (echo, "
         "ping-workers), the synthetic cohort generator (synth), the demo, the harness (a real "
         "Orthanc, Redis and workers on this machine), and training and evaluation of the "
-        "models (train, evaluate). The web worklist is on the roadmap."
+        "models (train, evaluate). With web.token set, larc serve also serves the web worklist, "
+        "its JSON API, /healthz and /metrics on web.port."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -194,13 +195,19 @@ def serve(
     bundle: Annotated[
         Path | None, typer.Option(help="Model bundle folder (models.bundle_dir).")
     ] = None,
+    web_port: Annotated[
+        int | None, typer.Option(help="Port of the web worklist (web.port).")
+    ] = None,
 ) -> None:
     """Run the daemon: DICOM listener, durable store and index, study assembly, scoring, export.
 
     Every instance is fsynced and indexed before the sender hears success. Ready cases are
     scored in worker threads (no broker.url) or by larc worker processes (broker.url set);
-    results go to export.destinations, or to <data_dir>/outbox/. Stops cleanly on SIGTERM or
-    Ctrl-C. Refuses to start when reachable from the network with no allow-list.
+    results go to export.destinations, or to <data_dir>/outbox/. With web.token (or
+    web.trusted_user_header) set, the web worklist, its JSON API (/api, OpenAPI at
+    /api/openapi.json), /healthz and /metrics listen on web.bind_address:web.port. Stops
+    cleanly on SIGTERM or Ctrl-C. Refuses to start when reachable from the network with no
+    allow-list.
     """
     from daemon.service import Daemon
 
@@ -214,6 +221,7 @@ def serve(
         storage={"data_dir": data_dir} if data_dir else None,
         assembly={"stable_age_s": stable_age_s} if stable_age_s else None,
         models={"bundle_dir": bundle} if bundle else None,
+        web={"port": web_port} if web_port else None,
     )
     asked = ctx.obj or {}
     configure_logging(

@@ -245,7 +245,11 @@ class Harness:
             "assembly": {"stable_age_s": self.spec.stable_age_s},
             "pacs": {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port},
             "models": {"bundle_dir": str(self.spec.bundle)},
-            "web": {"port": self.web_port, "token": self.web_token},
+            "web": {
+                "port": self.web_port,
+                "token": self.web_token,
+                "viewer_url": f"{pacs.url}/app/explorer.html#study?uuid={{orthanc_study_id}}",
+            },
             "export": {
                 "destinations": [
                     {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}

@@ -270,7 +270,11 @@ def _result(index: Index, data_dir: Path, row: Any, kind: str) -> dict[str, Any]
         "created_at": timestamp(row["created_at"]),
         "model": scores.get("model"),
         "scores": score_summary(kind, scores),
-        "not_scored": scores.get("not_scored", {}),
+        "not_scored": {  # what this kind of case should have scored but could not
+            name: why
+            for name, why in (scores.get("not_scored") or {}).items()
+            if name.startswith("response_") == (kind == "response")
+        },
         "measured_features": scores.get("measured_features", []),
         "sr": sr,
         "images": images,

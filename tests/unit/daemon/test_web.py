@@ -24,7 +24,7 @@ from daemon.web.auth import COOKIE, PUBLIC_PATHS
 from daemon.web.queries import orthanc_study_id
 from tests.conftest import free_port
 
-TOKEN = "s3cret-token-for-tests-0123456789"
+TOKEN = "s3cret-token-for-tests-0123456789"  # noqa: S105 (a test token)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 STATES = ("exported", "exported", "exported", "waiting", "failed", "running", "queued")
 
@@ -55,16 +55,24 @@ def _seed(db: sqlite3.Connection, patients: int) -> None:
         state = STATES[n % len(STATES)]
         for kind, study in (("response", rest), ("baseline", base)):
             cid = f"{kind[:4]}-{n:07d}"
-            cases.append((cid, pid, kind, 1, state, f"reason {state}", base,
-                          rest if kind == "response" else None, "{}", f"fp{n}", now - n))  # fmt: skip
+            restaging = rest if kind == "response" else None
+            cases.append((cid, pid, kind, 1, state, f"reason {state}", base, restaging, "{}",
+                          f"fp{n}", now - n))  # fmt: skip
             if state == "exported":
                 scores = (
-                    {"model": "larc 1.0", "response_FDL": {"p_good_response": (n % 97) / 97,
-                                                           "predicted": "good"}}  # fmt: skip
+                    {
+                        "model": "larc 1.0",
+                        "response_FDL": {"p_good_response": (n % 97) / 97, "predicted": "good"},
+                    }
                     if kind == "response"
-                    else {"model": "larc 1.0", "distant_metastasis": {
-                        "risk_group": "high" if n % 3 == 0 else "low", "dlrs": 0.1,
-                        "dmfs_3y": 0.8}}  # fmt: skip
+                    else {
+                        "model": "larc 1.0",
+                        "distant_metastasis": {
+                            "risk_group": "high" if n % 3 == 0 else "low",
+                            "dlrs": 0.1,
+                            "dmfs_3y": 0.8,
+                        },
+                    }
                 )
                 results.append((f"key-{cid}", cid, 1, study, f"2.25.{n}", f"2.25.{n}.1",
                                 json.dumps(scores), "", now - n + 5))  # fmt: skip
@@ -132,7 +140,8 @@ def test_every_route_but_sign_in_answers_401_without_credentials(small: Seeded) 
             walked += 1
             assert bare.status_code == 401, (method, url, bare.status_code)
             assert bare.headers["www-authenticate"].startswith("Bearer")
-            assert "DOE" not in bare.text and "P000" not in bare.text
+            assert "DOE" not in bare.text
+            assert "P000" not in bare.text
             wrong = small.client.request(
                 method, url, headers={"Authorization": "Bearer wrong-token-0123456789"}
             )
@@ -160,7 +169,8 @@ def test_sign_in_sets_a_session_the_pages_accept_and_sign_out_ends_it(small: See
     assert TOKEN not in signed.headers["set-cookie"]
     page = small.client.get("/?state=failed")
     assert page.status_code == 200
-    assert "signed in as" in page.text and "Dr A" in page.text
+    assert "signed in as" in page.text
+    assert "Dr A" in page.text
     assert page.headers["cache-control"] == "no-store"
     assert small.client.post("/logout", follow_redirects=False).status_code == 303
     small.client.cookies.clear()
@@ -276,16 +286,19 @@ def test_readings_are_checked_audited_and_make_a_scored_case_score_again(small: 
     assert cleared["version"] == 3
     assert index.readings("resp-0000000") == {"post_crm": "1"}
     audit = index.query(
-        "SELECT case_version, field, old_value, new_value, who, via FROM reading_audit "
-        "ORDER BY id"
+        "SELECT case_version, field, old_value, new_value, who, via FROM reading_audit ORDER BY id"
     )
     assert [tuple(a) for a in audit] == [
         (2, "post_crm", None, "1", "dr.radiologist", "token"),
         (2, "post_mwt_mm", None, "8.5", "dr.radiologist", "token"),
         (3, "post_mwt_mm", "8.5", None, "dr.radiologist", "token"),
     ]
-    history = [h["version"] for h in index.query(
-        "SELECT version FROM case_history WHERE case_id = 'resp-0000000' AND state = 'ready'")]
+    history = [
+        h["version"]
+        for h in index.query(
+            "SELECT version FROM case_history WHERE case_id = 'resp-0000000' AND state = 'ready'"
+        )
+    ]
     assert history == [2, 3]  # fmt: skip
 
     waiting = "resp-0000003"  # STATES[3]: a case still waiting keeps its version
@@ -302,12 +315,14 @@ def test_the_readings_form_saves_with_the_signed_in_name(small: Seeded) -> None:
     client.post("/login", data={"token": TOKEN, "name": "Dr Form"})
     page = client.get("/cases/resp-0000000")
     assert page.status_code == 200
-    assert 'name="post_mwt_mm"' in page.text and "used by the CR/CRD model" in page.text
+    assert 'name="post_mwt_mm"' in page.text
+    assert "used by the CR/CRD model" in page.text
     viewer = "http://pacs/app/explorer.html#study?uuid=" + orthanc_study_id("P0000000", "1.2.3.0.1")
     assert viewer in page.text
     bad = client.post("/cases/resp-0000000/readings", data={"post_mwt_mm": "thick"})
     assert bad.status_code == 422
-    assert "is not a number" in bad.text and 'value="thick"' in bad.text  # kept for correction
+    assert "is not a number" in bad.text
+    assert 'value="thick"' in bad.text
     done = client.post(
         "/cases/resp-0000000/readings", data={"post_mwt_mm": "7", "post_crm": "0", "age": ""},
         follow_redirects=False,
@@ -315,7 +330,8 @@ def test_the_readings_form_saves_with_the_signed_in_name(small: Seeded) -> None:
     assert done.status_code == 303
     assert done.headers["location"] == "/cases/resp-0000000?saved=1"
     shown = client.get(done.headers["location"]).text
-    assert "Readings saved" in shown and "Dr Form" in shown
+    assert "Readings saved" in shown
+    assert "Dr Form" in shown
     assert {r["who"] for r in small.index.query("SELECT who FROM reading_audit")} == {"Dr Form"}
     assert client.get("/cases/none-1").status_code == 404
 

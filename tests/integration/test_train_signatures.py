@@ -53,6 +53,8 @@ def test_post_dwi_signature_separates_held_out_patients(tmp_path: Path) -> None:
         "3",
         "--epochs",
         "30",
+        "--patience",
+        "5",
         "--width",
         "0.5",
         "--image-size",

@@ -186,12 +186,12 @@ class Daemon:
         leftovers = self.store.remove_leftovers() if self.store.root.exists() else 0
         if leftovers:
             logger.warning("removed %d partial files left by an interrupted write", leftovers)
+        if self.web is not None:  # first: a clash on its port stops us before DICOM arrives
+            self.web.start()
         self.listener.start()
         self.assembler.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
-        if self.web is not None:
-            self.web.start()
 
     def stop(self) -> None:
         """Stop listening and close the index."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from daemon.cases import case_fingerprint
 from daemon.index import SCHEMA_VERSION, Index
 from tests.conftest import LARC, TrainedBundle
 from workers.payload import CasePayload, idempotency_key
@@ -30,6 +33,38 @@ def test_an_index_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
         assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
     finally:
         index.close()
+
+
+def test_an_index_of_schema_2_gains_readings_and_keeps_its_cases(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    Index(path).close()
+    db = sqlite3.connect(path)  # what larc wrote before readings existed
+    db.execute("DROP TABLE reading_audit")
+    db.execute("DROP TABLE readings")
+    db.execute("INSERT INTO patients VALUES ('P1', 'DOE^J', '', '', 0)")
+    db.execute("INSERT INTO cases (case_id, patient_id, kind, version, state, inputs, "
+               "fingerprint, updated_at) VALUES ('resp-1', 'P1', 'response', 3, 'exported', "
+               "'{}', 'fp', 0)")  # fmt: skip
+    db.execute("UPDATE schema_version SET version = 2")
+    db.commit()
+    db.close()
+    index = Index(path)
+    try:
+        assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
+        saved = index.save_readings("resp-1", {"post_crm": "1"}, "dr", "token")
+        assert (saved.version, saved.rescore) == (4, True)
+    finally:
+        index.close()
+
+
+def test_a_case_without_readings_keeps_the_fingerprint_of_larc_0_1() -> None:
+    inputs = {"baseline_t2w_ax": "1.2.3:24", "baseline_mask": "1.2.4"}
+    legacy = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    assert case_fingerprint(inputs, {}) == legacy  # no new versions after an upgrade
+    assert case_fingerprint(inputs, {"post_crm": "1"}) != legacy
+    assert case_fingerprint(inputs, {"post_crm": "1"}) != case_fingerprint(
+        inputs, {"post_crm": "0"}
+    )
 
 
 def test_work_key_changes_with_inputs_and_model_only() -> None:

@@ -106,6 +106,7 @@ class Daemon:
             on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
             priors=self.priors,
         )
+        self.web_index: Index | None = None
         self.web = self._web(settings)
         self._stop_requested = threading.Event()
         self._closed = False
@@ -125,9 +126,11 @@ class Daemon:
         from daemon.web.server import WebServer  # noqa: PLC0415
 
         model = self.dispatcher.model if self.dispatcher else None
+        # its own connection: worklist reads (WAL) never wait on the listener's writes
+        self.web_index = Index(settings.storage.data_dir / INDEX_FILE)
         app = create_app(
             WebContext(
-                self.index,
+                self.web_index,
                 settings,
                 listener_ok=lambda: self.listener.running,
                 wake=self.dispatcher.wake if self.dispatcher else None,
@@ -206,6 +209,8 @@ class Daemon:
             self.dispatcher.stop()
         if self.priors is not None:
             self.priors.stop()
+        if self.web_index is not None:
+            self.web_index.close()
         self.index.close()
         logger.info("stopped")
 

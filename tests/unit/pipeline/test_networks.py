@@ -74,7 +74,7 @@ def test_gradcam_points_at_the_evidence() -> None:
     model = response_network("resnet18", image_size=64)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(60):
+    for _ in range(30):  # median heat ratio 2.67 (60 steps: 3.15; the test needs > 2)
         images, labels, _ = _toy(rng, 16)
         loss = torch.nn.functional.cross_entropy(
             model(torch.as_tensor(images)), torch.as_tensor(labels)

@@ -321,3 +321,17 @@ def test_openapi_documents_every_api_route(small: Seeded) -> None:
     assert used == ["post_mwt_mm"]
     detail = small.client.get("/api/cases/resp-0000000", headers=BEARER).json()
     assert detail["studies"][0]["viewer_url"].endswith(orthanc_study_id("P0000000", "1.2.3.0.1"))
+
+
+def test_names_as_sent_are_shown_as_text_never_as_markup(tmp_path: Path) -> None:
+    seeded = _app(tmp_path, 2)
+    db = sqlite3.connect(tmp_path / "index.sqlite3")
+    db.execute("UPDATE patients SET patient_name = '<script>alert(1)</script>^X'")
+    db.commit()
+    db.close()
+    for url in ("/", "/cases/resp-0000000"):
+        page = seeded.client.get(url, headers=BEARER)
+        assert "<script>alert(1)" not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "script-src 'none'" in page.headers["content-security-policy"]
+    seeded.index.close()

@@ -409,13 +409,16 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the bad key and what to do."""
 
 
+_SECRET_KEYS = frozenset({"web.token", "broker.url", "broker.result_backend"})
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         env = "LARC_" + "__".join(str(p).upper() for p in item["loc"] if isinstance(p, str))
         got = item.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or key in _SECRET_KEYS else f" (got {got!r})"
         lines.append(f"{key}: {item['msg']}{shown} [environment: {env}]")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -27,32 +28,47 @@ class WebServer:
             server_header=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The port bound (useful when 0 was asked for)."""
-        servers = getattr(self._server, "servers", [])
-        for server in servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
+        if self._socket is not None:
+            return int(self._socket.getsockname()[1])
         return int(self._server.config.port)
 
     def start(self, timeout_s: float = 20.0) -> None:
-        """Serve; ``OSError`` when the port cannot be bound."""
+        """Bind here (so a taken port is an ``OSError`` now, naming the address), then serve
+        in a thread."""
+        port = int(self._server.config.port)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"the web app could not listen on {self.host}:{port} ({exc.strerror}): set "
+                "web.port, or web.enabled: false"
+            ) from exc
+        self._socket = sock
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(
-                    f"the web app could not listen on {self.host}:{self._server.config.port} "
-                    "(port in use?): set web.port or web.enabled: false"
-                )
+                raise OSError(f"the web app did not start on {self.host}:{port}")
             time.sleep(0.05)
         logger.info("web worklist on http://%s:%d/", self.host, self.port)
 
     def stop(self) -> None:
         """Stop serving (open requests get a few seconds)."""
         self._server.should_exit = True
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()

@@ -72,3 +72,21 @@ def test_every_setting_is_documented() -> None:
     text = reference_markdown()
     for key in ("scp.port", "scp.tls.cert_file", "storage.duplicate_policy", "log.level"):
         assert f"`{key}`" in text
+
+
+def test_a_bad_secret_is_named_but_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LARC_WEB__TOKEN", "tooshort-secret")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "web.token" in str(raised.value)
+    assert "LARC_WEB__TOKEN" in str(raised.value)
+    assert "tooshort-secret" not in str(raised.value)
+
+
+def test_web_settings_check_the_viewer_link_and_the_proxies() -> None:
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{study\}"):
+        load_settings(web={"viewer_url": "http://pacs/?s={study}"})
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_settings(web={"trusted_proxies": ["the-proxy"]})
+    assert not load_settings().web.authenticated  # no token, no header: the app stays off
+    assert load_settings(web={"trusted_user_header": "X-Remote-User"}).web.authenticated

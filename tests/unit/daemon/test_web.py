@@ -5,6 +5,7 @@ metrics. The browser test with real scoring is tests/integration/test_worklist_b
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from daemon.settings import load_settings
 from daemon.web.app import WebContext, create_app
 from daemon.web.auth import COOKIE, PUBLIC_PATHS
 from daemon.web.queries import orthanc_study_id
+from daemon.web.server import WebServer
 from tests.conftest import free_port
 from tests.unit.daemon.web_data import STATES, seed_cases
 
@@ -335,3 +337,20 @@ def test_names_as_sent_are_shown_as_text_never_as_markup(tmp_path: Path) -> None
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
         assert "script-src 'none'" in page.headers["content-security-policy"]
     seeded.index.close()
+
+
+def test_a_taken_port_stops_the_web_server_with_a_clear_error(small: Seeded) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = WebServer(small.client.app, "127.0.0.1", taken.getsockname()[1])  # type: ignore[arg-type]
+        taken_port = r"could not listen on 127\.0\.0\.1:\d+ \(Address already in use\)"
+        with pytest.raises(OSError, match=taken_port):
+            server.start(timeout_s=10)
+    free = WebServer(small.client.app, "127.0.0.1", 0)  # type: ignore[arg-type]
+    free.start()
+    try:
+        with socket.create_connection(("127.0.0.1", free.port), timeout=5):
+            pass  # it listens
+    finally:
+        free.stop()

@@ -279,12 +279,7 @@ def _print_studies(index: Any, patient_id: str) -> None:
             f"{state}, timepoint {timepoint}"
             + (f" ({study['timepoint_reason']})" if study["timepoint_reason"] else "")
         )
-        for series in index.query(
-            "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
-            "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
-            "ORDER BY r.series_number",
-            (study["study_uid"],),
-        ):
+        for series in index.series_of_study(study["study_uid"]):
             role = series["role"] or "(not yet classified)"
             why = series["role_reason"] or series["ignored_reason"] or ""
             typer.echo(

@@ -189,6 +189,15 @@ class InstanceRecord:
     ignored_reason: str | None = None
 
 
+def _append_history(db: sqlite3.Connection, case_id: str, at: float) -> None:
+    """Add the case's current version, state and reason to its history (in a transaction)."""
+    db.execute(
+        "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
+        "SELECT case_id, version, state, reason, fingerprint, ? FROM cases WHERE case_id = ?",
+        (at, case_id),
+    )
+
+
 @dataclass(frozen=True)
 class ReadingsSaved:
     """What saving a case's readings did."""
@@ -426,12 +435,7 @@ class Index:
                 (state, reason, now, work_key, task, case_id, version),
             ).rowcount
             if changed:
-                db.execute(
-                    "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
-                    "SELECT case_id, version, state, reason, fingerprint, ? FROM cases "
-                    "WHERE case_id = ?",
-                    (now, case_id),
-                )
+                _append_history(db, case_id, now)
         return bool(changed)
 
     def record_result(self, row: dict[str, Any], destinations: list[str]) -> bool:
@@ -463,6 +467,15 @@ class Index:
                 "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
                 (state, attempts, next_at, error, state, time.time(), export_id),
             )
+
+    def series_of_study(self, study_uid: str) -> list[sqlite3.Row]:
+        """A study's series in series-number order, each with its instance count (``n``)."""
+        return self.query(
+            "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
+            "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
+            "ORDER BY r.series_number",
+            (study_uid,),
+        )
 
     def readings(self, case_id: str) -> dict[str, str]:
         """The radiologist-read values entered for a case (feature name -> value as entered)."""
@@ -511,12 +524,7 @@ class Index:
                     (version, f"re-scoring: readings changed ({listed})", fingerprint, now,
                      case_id),
                 )  # fmt: skip
-                db.execute(
-                    "INSERT INTO case_history (case_id, version, state, reason, fingerprint, at) "
-                    "SELECT case_id, version, state, reason, fingerprint, ? FROM cases "
-                    "WHERE case_id = ?",
-                    (now, case_id),
-                )
+                _append_history(db, case_id, now)
             else:
                 db.execute(
                     "UPDATE cases SET fingerprint = ? WHERE case_id = ?", (fingerprint, case_id)

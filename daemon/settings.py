@@ -41,6 +41,12 @@ def validate_ae_title(value: str) -> str:
     return value
 
 
+def validate_ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address to listen on."""
+    ipaddress.ip_address(value)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,11 +105,7 @@ class ScpSettings(_Section):
 
     _check_ae = field_validator("ae_title")(validate_ae_title)
 
-    @field_validator("bind_address")
-    @classmethod
-    def _check_address(cls, value: str) -> str:
-        ipaddress.ip_address(value)
-        return value
+    _check_address = field_validator("bind_address")(validate_ip_address)
 
     @property
     def loopback_only(self) -> bool:
@@ -323,11 +325,7 @@ class WebSettings(_Section):
     )
     page_size: int = Field(default=50, ge=5, le=500, description="Worklist rows per page.")
 
-    @field_validator("bind_address")
-    @classmethod
-    def _check_address(cls, value: str) -> str:
-        ipaddress.ip_address(value)
-        return value
+    _check_address = field_validator("bind_address")(validate_ip_address)
 
     @field_validator("trusted_proxies")
     @classmethod

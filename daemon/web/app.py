@@ -125,7 +125,7 @@ def create_app(context: WebContext) -> FastAPI:
             request, "unauthorized.html", {"next": target}, status_code=401, headers=headers
         )
 
-    def page(request: Request, name: str, values: dict[str, Any], status: int = 200) -> Response:
+    def render(request: Request, name: str, values: dict[str, Any], status: int = 200) -> Response:
         values = {
             "user": _user(request),
             "model_label": context.model_label,
@@ -242,17 +242,7 @@ def create_app(context: WebContext) -> FastAPI:
             values = {**filters, "sort": sort, "order": order, "page": page, **changes}
             return "/?" + urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
-        return page_response(request, found, filters, sort, order, link)
-
-    def page_response(
-        request: Request,
-        found: dict[str, Any],
-        filters: dict[str, str],
-        sort: str,
-        order: str,
-        link: Callable[..., str],
-    ) -> Response:
-        return page(
+        return render(
             request,
             "worklist.html",
             {
@@ -287,7 +277,7 @@ def create_app(context: WebContext) -> FastAPI:
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
     def case_page(request: Request, case_id: str, saved: int = 0) -> Response:
-        return page(
+        return render(
             request,
             "case.html",
             {"case": _detail(case_id), "fields": _fields(), "saved": bool(saved), "error": None},
@@ -358,7 +348,7 @@ def create_app(context: WebContext) -> FastAPI:
         except HTTPException as exc:
             if exc.status_code != 422:
                 raise
-            return page(
+            return render(
                 request,
                 "case.html",
                 {"case": _detail(case_id), "fields": _fields(), "saved": False,

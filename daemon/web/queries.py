@@ -147,8 +147,8 @@ def score_summary(kind: str, scores: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _row(row: Any, timepoints: dict[str, list[str]]) -> dict[str, Any]:
-    scores = json.loads(row["scores"]) if row["scores"] else None
+def _case_fields(row: Any) -> dict[str, Any]:
+    """What the worklist row and the case page both say of a case (row of cases + patients)."""
     return {
         "case_id": row["case_id"],
         "patient_id": row["patient_id"],
@@ -157,6 +157,14 @@ def _row(row: Any, timepoints: dict[str, list[str]]) -> dict[str, Any]:
         "version": row["version"],
         "state": row["state"],
         "reason": row["reason"] or "",
+        "updated_at": timestamp(row["updated_at"]),
+    }
+
+
+def _row(row: Any, timepoints: dict[str, list[str]]) -> dict[str, Any]:
+    scores = json.loads(row["scores"]) if row["scores"] else None
+    return {
+        **_case_fields(row),
         "baseline_date": study_date(row["baseline_date"]),
         "restaging_date": study_date(row["restaging_date"]),
         "timepoints": timepoints.get(row["patient_id"], []),
@@ -165,7 +173,6 @@ def _row(row: Any, timepoints: dict[str, list[str]]) -> dict[str, Any]:
         "model": row["model"],
         "received_at": timestamp(row["received_at"]),
         "scored_at": timestamp(row["scored_at"]),
-        "updated_at": timestamp(row["updated_at"]),
     }
 
 
@@ -237,8 +244,8 @@ def _result(index: Index, data_dir: Path, row: Any, kind: str) -> dict[str, Any]
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             sr.setdefault("unreadable", []).append(f"{name}: {exc}")
             continue
-        if ds.Modality == SR_MODALITY:
-            report = read_report(pydicom.dcmread(path))
+        if ds.Modality == SR_MODALITY:  # no pixel data: the header read holds the content
+            report = read_report(ds)
             sr["groups"] = [
                 {
                     "method": g.method,
@@ -302,12 +309,7 @@ def case_detail(
         "SELECT * FROM studies WHERE patient_id = ? ORDER BY study_date, study_time",
         (case["patient_id"],),
     ):
-        series = index.query(
-            "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
-            "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
-            "ORDER BY r.series_number",
-            (study["study_uid"],),
-        )
+        series = index.series_of_study(study["study_uid"])
         studies.append(
             {
                 "study_uid": study["study_uid"],
@@ -358,14 +360,7 @@ def case_detail(
         )
     ]
     return {
-        "case_id": case_id,
-        "patient_id": case["patient_id"],
-        "patient_name": case["patient_name"] or "",
-        "kind": case["kind"],
-        "version": case["version"],
-        "state": case["state"],
-        "reason": case["reason"] or "",
-        "updated_at": timestamp(case["updated_at"]),
+        **_case_fields(case),
         "studies": studies,
         "results": results,
         "history": history,

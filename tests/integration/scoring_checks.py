@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import highdicom as hd
 import pydicom
 import pytest
 
 from dicom_io.peers import Orthanc
-from dicom_io.sr import concept
+from dicom_io.sr import concept, read_report
 from dicom_io.synthetic.cohort import PatientResult
 from pipeline.bundle import Bundle
 from pipeline.case import SIGNATURES, prepare_case
@@ -39,9 +38,7 @@ def direct_scores(bundle: TrainedBundle, patient: PatientResult, kind: str) -> d
 
 def sr_numbers(sr: pydicom.Dataset) -> dict[str, float]:
     """Measurements of the SR's first (analysis) group by concept code."""
-    read = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    group = read.content.get_image_measurement_groups()[0]
-    return {m.name.value: m.value for m in group.get_measurements()}
+    return {code: value for code, _, value, _ in read_report(sr).groups[0].measurements}
 
 
 def check_sr(sr: pydicom.Dataset, bundle: TrainedBundle, patient: PatientResult) -> str:

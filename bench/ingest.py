@@ -20,7 +20,14 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-from dicom_io.peers import Orthanc, Storescp, free_port, stop_process, store_files, wait_for_port
+from daemon.harness.peers import (
+    Orthanc,
+    Storescp,
+    free_port,
+    stop_process,
+    store_files,
+    wait_for_port,
+)
 from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 
 LARC = str(Path(sys.executable).parent / "larc")

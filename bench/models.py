@@ -30,12 +30,12 @@ import torch
 from dicom_io.pairing import PairingPolicy
 from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 from pipeline.bundle import Bundle
-from pipeline.cohort import scan_folder, timepoint_files
 from pipeline.config import PreprocessConfig
-from pipeline.evaluate import score_cohort
-from pipeline.signatures import SignatureTraining
 from pipeline.stats import auc, harrell_c
-from pipeline.train_models import ModelRun, train_models
+from pipeline.training.bundle import ModelRun, train_models
+from pipeline.training.cohort import scan_folder, timepoint_files
+from pipeline.training.evaluate import score_cohort
+from pipeline.training.networks import SignatureTraining
 
 
 def main() -> None:

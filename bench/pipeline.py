@@ -29,25 +29,28 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np
 import torch
 
+from dicom_io.selection import select_files
 from dicom_io.synthetic.cohort import CohortSpec, generate_patient
-from pipeline.case import SIGNATURES, STACK_SEQUENCES, prepare_case
+from pipeline.case import prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.gradcam import gradcam
+from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.networks import (
     GRADCAM_LAYERS,
     device,
     dm_network,
     predict_probability,
     response_network,
+    to_tensor,
 )
-from pipeline.signatures import to_tensor
 from pipeline.timing import Stopwatch
 
 
 def one_run(files: dict[str, list[Path]], config: PreprocessConfig) -> dict[str, float]:
     """Seconds per stage (wall), CPU seconds of the process, for one whole case."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    inputs = prepare_case(files, config)
+    selected = {t: select_files(paths) for t, paths in files.items()}  # headers, roles
+    inputs = prepare_case(selected, config)
     inputs.require(slices=SIGNATURES, stacks=STACK_SEQUENCES)
     clock = Stopwatch()
     with clock.stage("load networks"):

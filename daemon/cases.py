@@ -3,6 +3,11 @@
 A *baseline* case (risk models) needs the baseline study's axial T2W, DWI or ADC and a tumour mask
 on the T2W. A *response* case needs baseline and restaging studies, each with axial T2W, DWI,
 CE-T1 and a tumour mask on the T2W. A change of inputs (a new mask) makes a new case version.
+
+This module owns the case states (:class:`CaseState`), the transitions allowed between them
+(:data:`TRANSITIONS`, checked by the index wherever a state is written) and the format of a
+case's recorded inputs: the series chosen by :func:`dicom_io.selection.select_series`, which
+are exactly the series the work order hands to ``prepare_case``.
 """
 
 from __future__ import annotations
@@ -11,16 +16,83 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from dicom_io.pairing import BASELINE, RESTAGING
+from dicom_io.pairing import BASELINE, RESTAGING, Timepoint
 from dicom_io.roles import SeriesRole
+from dicom_io.selection import SeriesCandidate, StudySelection, select_series
+from pipeline.kinds import CaseKind
 
-WAITING = "waiting"
-READY = "ready"
+__all__ = [
+    "FINISHED",
+    "TRANSITIONS",
+    "CaseDecision",
+    "CaseKind",
+    "CaseState",
+    "InvalidTransitionError",
+    "RecordedSeries",
+    "SeriesFacts",
+    "StudyInputs",
+    "case_fingerprint",
+    "case_id",
+    "check_transition",
+    "decide_cases",
+    "recorded_series",
+]
+
+
+class CaseState(StrEnum):
+    """Where a case version stands."""
+
+    WAITING = "waiting"  # an input is missing (the reason says which)
+    READY = "ready"  # inputs complete, to be scored
+    QUEUED = "queued"  # handed to the workers
+    RUNNING = "running"  # a worker is scoring it
+    DONE = "done"  # results stored under <data_dir>/results/, exports pending
+    EXPORTED = "exported"  # every destination has the results
+    FAILED = "failed"  # scoring failed (the reason names the stage)
+    FAILED_EXPORT = "failed-export"  # an export was parked after its last try
+
+
+WAITING, READY = CaseState.WAITING, CaseState.READY
+BASELINE_CASE, RESPONSE_CASE = CaseKind.BASELINE, CaseKind.RESPONSE
 # nothing left to do for the case until new input arrives (or an operator retries it)
-FINISHED = frozenset({"exported", "failed", "failed-export", WAITING})
-BASELINE_CASE = "baseline"
-RESPONSE_CASE = "response"
+FINISHED = frozenset(
+    {CaseState.EXPORTED, CaseState.FAILED, CaseState.FAILED_EXPORT, CaseState.WAITING}
+)
+
+# Within one case version: from a state (None: a new case) to the states it may go to. A state
+# may always be restated with a new reason. Changed inputs may send any case back to WAITING,
+# and a new version (new inputs or readings) starts again at WAITING or READY from any state.
+TRANSITIONS: dict[CaseState | None, frozenset[CaseState]] = {
+    None: frozenset({CaseState.WAITING, CaseState.READY}),
+    CaseState.WAITING: frozenset({CaseState.READY}),
+    CaseState.READY: frozenset({CaseState.QUEUED, CaseState.DONE, CaseState.FAILED}),
+    CaseState.QUEUED: frozenset(
+        {CaseState.RUNNING, CaseState.DONE, CaseState.FAILED, CaseState.READY}
+    ),
+    CaseState.RUNNING: frozenset({CaseState.DONE, CaseState.FAILED, CaseState.READY}),
+    CaseState.DONE: frozenset({CaseState.EXPORTED, CaseState.FAILED_EXPORT}),
+    CaseState.EXPORTED: frozenset(),
+    CaseState.FAILED: frozenset(),
+    CaseState.FAILED_EXPORT: frozenset({CaseState.EXPORTED}),
+}
+_ALWAYS = frozenset({CaseState.WAITING})  # inputs changed: waiting again, from anywhere
+_NEW_VERSION = frozenset({CaseState.WAITING, CaseState.READY})
+
+
+class InvalidTransitionError(ValueError):
+    """A case state change that the table does not allow (a bug, never user input)."""
+
+
+def check_transition(old: CaseState | None, new: CaseState, new_version: bool = False) -> None:
+    """Raise :class:`InvalidTransitionError` unless ``old`` -> ``new`` is allowed."""
+    allowed = _NEW_VERSION if new_version else TRANSITIONS[old] | _ALWAYS
+    if new != old and new not in allowed:
+        raise InvalidTransitionError(
+            f"a case cannot go from {old or 'nothing'} to {new}"
+            + (" in a new version" if new_version else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -46,8 +118,8 @@ class StudyInputs:
 class CaseDecision:
     """The state a case should be in, with its inputs or what is missing."""
 
-    kind: str
-    state: str
+    kind: CaseKind
+    state: CaseState
     reason: str
     baseline_study_uid: str | None
     restaging_study_uid: str | None
@@ -73,73 +145,78 @@ def case_id(patient_id: str, kind: str) -> str:
     return f"{kind[:4]}-{digest}"
 
 
-def _pick(study: StudyInputs, role: SeriesRole) -> SeriesFacts | None:
-    candidates = [s for s in study.series if s.role == role]
-    return max(candidates, key=lambda s: (s.instances, s.series_uid)) if candidates else None
+# what each kind of case needs in each of its studies: a series for every requirement (any one
+# of its roles, in order of preference) and a tumour mask on the T2W; and which image series it
+# reads (``prepare_case``): the baseline's ADC crop stack comes from the ADC series when there
+# is one, else from the DWI
+CASE_REQUIREMENTS: dict[CaseKind, tuple[tuple[SeriesRole, ...], ...]] = {
+    CaseKind.BASELINE: ((SeriesRole.T2W_AX,), (SeriesRole.DWI, SeriesRole.ADC)),
+    CaseKind.RESPONSE: ((SeriesRole.T2W_AX,), (SeriesRole.DWI,), (SeriesRole.CE_T1,)),
+}
+CASE_READS: dict[CaseKind, tuple[SeriesRole, ...]] = {
+    CaseKind.BASELINE: (SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC),
+    CaseKind.RESPONSE: (SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.CE_T1),
+}
+
+
+def _candidates(study: StudyInputs) -> list[SeriesCandidate]:
+    roles = set(SeriesRole)
+    return [
+        SeriesCandidate(
+            s.series_uid,
+            SeriesRole(s.role) if s.role in roles else SeriesRole.IGNORED,
+            s.instances,
+            s.referenced_series_uid,
+        )
+        for s in study.series
+    ]
 
 
 def _study_inputs(
-    study: StudyInputs, needed: tuple[tuple[SeriesRole, ...], ...], label: str
+    selection: StudySelection, kind: CaseKind, label: str
 ) -> tuple[dict[str, str], list[str]]:
-    """(inputs, missing) for one study: a series for each requirement (any one of its roles,
-    in order of preference), and a tumour mask drawn on the T2W."""
+    """(inputs, missing) for one study of a case: the selected series it reads and the masks."""
     inputs: dict[str, str] = {}
     missing: list[str] = []
-    for roles in needed:
-        chosen = next((c for c in (_pick(study, r) for r in roles) if c is not None), None)
-        if chosen is None:
+    for roles in CASE_REQUIREMENTS[kind]:
+        if not any(r in selection.images for r in roles):
             missing.append(f"{label}: no {' or '.join(r.value for r in roles)} series")
-        else:
-            inputs[f"{label}_{chosen.role.lower()}"] = f"{chosen.series_uid}:{chosen.instances}"
-    t2w = _pick(study, SeriesRole.T2W_AX)
-    masks = [
-        s
-        for s in study.series
-        if s.role in (SeriesRole.RTSTRUCT, SeriesRole.SEG)
-        and t2w is not None
-        and s.referenced_series_uid == t2w.series_uid
-    ]
-    if masks:
-        inputs[f"{label}_mask"] = max(masks, key=lambda s: s.series_uid).series_uid
-    elif t2w is not None:
+    for role in CASE_READS[kind]:
+        chosen = selection.images.get(role)
+        if chosen is not None:
+            inputs[f"{label}_{role.lower()}"] = f"{chosen.series_uid}:{chosen.instances}"
+    t2w_mask = selection.mask_of(SeriesRole.T2W_AX)
+    if t2w_mask is not None:
+        inputs[f"{label}_mask"] = t2w_mask.series_uid
+    elif SeriesRole.T2W_AX in selection.images:
         missing.append(f"{label}: no tumour mask on the T2W")
-    for other in study.series:  # masks on other series are inputs too (carried to DWI later)
-        if other.role in (SeriesRole.RTSTRUCT, SeriesRole.SEG) and other not in masks:
+    for other in selection.all_masks:  # masks on other series are inputs too (carried to DWI)
+        if other != t2w_mask:
             inputs[f"{label}_extra_mask_{other.series_uid}"] = str(other.referenced_series_uid)
     return inputs, missing
-
-
-# what each kind of case needs: the timepoints, and in each study a series for every requirement
-CASE_REQUIREMENTS: dict[str, tuple[tuple[str, ...], tuple[tuple[SeriesRole, ...], ...]]] = {
-    BASELINE_CASE: ((BASELINE,), ((SeriesRole.T2W_AX,), (SeriesRole.DWI, SeriesRole.ADC))),
-    RESPONSE_CASE: (
-        (BASELINE, RESTAGING),
-        ((SeriesRole.T2W_AX,), (SeriesRole.DWI,), (SeriesRole.CE_T1,)),
-    ),
-}
 
 
 def decide_cases(studies: Sequence[StudyInputs]) -> list[CaseDecision]:
     """The baseline and response cases of one patient."""
     by_timepoint = {s.timepoint: s for s in studies if s.timepoint in (BASELINE, RESTAGING)}
+    selections = {t: select_series(_candidates(s)) for t, s in by_timepoint.items()}
     decisions = []
-    for kind, (timepoints, needed) in CASE_REQUIREMENTS.items():
+    for kind in CaseKind:
         inputs: dict[str, str] = {}
         missing: list[str] = []
-        for label in timepoints:
-            study = by_timepoint.get(label)
-            if study is None:
+        for label in kind.timepoints:
+            if label not in by_timepoint:
                 missing.append(f"no {label} study")
                 continue
-            found, lacking = _study_inputs(study, needed, label)
+            found, lacking = _study_inputs(selections[label], kind, label)
             inputs.update(found)
             missing.extend(lacking)
         baseline = by_timepoint.get(BASELINE)
-        restaging = by_timepoint.get(RESTAGING) if RESTAGING in timepoints else None
+        restaging = by_timepoint.get(RESTAGING) if RESTAGING in kind.timepoints else None
         decisions.append(
             CaseDecision(
                 kind=kind,
-                state=WAITING if missing else READY,
+                state=CaseState.WAITING if missing else CaseState.READY,
                 reason="; ".join(missing) or "inputs complete",
                 baseline_study_uid=baseline.study_uid if baseline else None,
                 restaging_study_uid=restaging.study_uid if restaging else None,
@@ -147,3 +224,32 @@ def decide_cases(studies: Sequence[StudyInputs]) -> list[CaseDecision]:
             )
         )
     return decisions
+
+
+@dataclass(frozen=True)
+class RecordedSeries:
+    """The series a case recorded for one of its studies (what its work order reads)."""
+
+    images: dict[SeriesRole, str]  # role -> series UID
+    masks: dict[str, str]  # mask series UID -> the image series it was drawn on
+
+
+def recorded_series(inputs: Mapping[str, str], kind: CaseKind) -> dict[Timepoint, RecordedSeries]:
+    """The inverse of the inputs :func:`decide_cases` records: per timepoint of ``kind``."""
+    out = {}
+    for label in kind.timepoints:
+        images = {}
+        for role in CASE_READS[kind]:
+            value = inputs.get(f"{label}_{role.lower()}")
+            if value:
+                images[role] = value.rsplit(":", 1)[0]
+        masks = {}
+        t2w_mask = inputs.get(f"{label}_mask")
+        if t2w_mask and SeriesRole.T2W_AX in images:
+            masks[t2w_mask] = images[SeriesRole.T2W_AX]
+        prefix = f"{label}_extra_mask_"
+        for key, referenced in inputs.items():
+            if key.startswith(prefix) and referenced in images.values():
+                masks[key.removeprefix(prefix)] = referenced
+        out[label] = RecordedSeries(images, masks)
+    return out

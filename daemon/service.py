@@ -1,4 +1,10 @@
-"""The running daemon: storage, index and DICOM listener wired from the settings."""
+"""The running daemon: every stage of ``larc serve`` wired from the settings.
+
+DICOM listener -> :mod:`daemon.intake` (ingest, assembly, priors) -> :mod:`daemon.scoring`
+(dispatcher, executors) -> :mod:`daemon.export` (exporter), all sharing one :class:`Index`; the
+web app (:mod:`daemon.web`) reads through its own connection. Each stage runs its own thread;
+they meet only in the index and through wake-up calls.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,16 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from daemon.assembly import Assembler, load_rules, log_ready
-from daemon.dispatch import CeleryExecutor, Dispatcher, EmbeddedExecutor, Executor, ModelInfo
 from daemon.export import Exporter
-from daemon.index import Index
-from daemon.ingest import Ingest
-from daemon.priors import PriorRetriever
+from daemon.index import INDEX_FILE, Index
+from daemon.intake.assembly import Assembler, log_ready
+from daemon.intake.ingest import Ingest
+from daemon.intake.priors import PriorRetriever
+from daemon.scoring.dispatcher import Dispatcher
+from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
+from daemon.scoring.model import ModelInfo
 from daemon.settings import Settings, TlsSettings
-from dicom_io.pairing import PairingPolicy
-from dicom_io.roles import RoleRule
+from dicom_io.roles import load_rules
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.scu import PacsNode
 from dicom_io.storage import InstanceStore
@@ -29,7 +36,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "index.sqlite3"
 INSTANCES_DIR = "instances"
 
 
@@ -88,20 +94,14 @@ class Daemon:
             ),
             Ingest(self.store, self.index, settings.storage.duplicate_policy),
         )
-        pairing = settings.pairing
         self.priors = self._prior_retriever(settings)
         rules = load_rules(settings.roles.rules_file)
         self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
-        self.dispatcher = self._dispatcher(settings, rules)
+        self.dispatcher = self._dispatcher(settings)
         self.assembler = Assembler(
             self.index,
             settings.assembly.stable_age_s,
-            PairingPolicy(
-                pairing.restaging_pattern,
-                pairing.baseline_pattern,
-                pairing.min_interval_days,
-                pairing.max_interval_days,
-            ),
+            settings.pairing.policy(),
             rules,
             on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
             priors=self.priors,
@@ -140,7 +140,7 @@ class Daemon:
         )
         return WebServer(app, web.bind_address, web.port)
 
-    def _dispatcher(self, settings: Settings, rules: tuple[RoleRule, ...]) -> Dispatcher | None:
+    def _dispatcher(self, settings: Settings) -> Dispatcher | None:
         if settings.models.bundle_dir is None:
             logger.warning("no models.bundle_dir configured: cases are assembled but not scored")
             return None
@@ -161,11 +161,11 @@ class Daemon:
             settings.storage.data_dir,
             model,
             executor,
-            self.exporter,
-            rules,
+            self.exporter.destinations(),
             settings.export.manufacturer,
             settings.workers.lease_s,
             embedded=settings.broker.url is None,
+            on_result=self.exporter.wake,
         )
 
     def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:
@@ -173,16 +173,7 @@ class Daemon:
         if pacs.ae_title is None or pacs.host is None or pacs.port is None:
             return None
         node = PacsNode(pacs.ae_title, pacs.host, pacs.port, calling_ae=settings.scp.ae_title)
-
-        def known(patient_id: str) -> set[str]:
-            rows = self.index.query(
-                "SELECT study_uid FROM studies WHERE patient_id = ?", (patient_id,)
-            )
-            return {r["study_uid"] for r in rows}
-
-        # late binding: the assembler is built after the retriever
-        recheck = lambda patient_id: self.assembler.recheck(patient_id)  # noqa: E731, PLW0108
-        return PriorRetriever(node, settings.scp.ae_title, known, on_finished=recheck)
+        return PriorRetriever(node, settings.scp.ae_title, self.index.study_uids_of_patient)
 
     def start(self) -> None:
         """Clean up after a crash, then start listening."""
@@ -195,6 +186,7 @@ class Daemon:
         self.assembler.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        self.exporter.start()
 
     def stop(self) -> None:
         """Stop listening and close the index."""
@@ -207,6 +199,7 @@ class Daemon:
         self.assembler.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        self.exporter.stop()
         if self.priors is not None:
             self.priors.stop()
         if self.web_index is not None:

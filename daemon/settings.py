@@ -27,6 +27,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from dicom_io.pairing import PairingPolicy
+
 _AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]*[\x21-\x5b\x5d-\x7e])?$")
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -161,6 +163,15 @@ class PairingSettings(_Section):
     max_interval_days: int = Field(
         default=200, ge=1, description="Longest gap between baseline and restaging."
     )
+
+    def policy(self) -> PairingPolicy:
+        """These settings as the pairing code takes them."""
+        return PairingPolicy(
+            self.restaging_pattern,
+            self.baseline_pattern,
+            self.min_interval_days,
+            self.max_interval_days,
+        )
 
 
 class RolesSettings(_Section):

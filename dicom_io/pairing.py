@@ -5,10 +5,18 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
-BASELINE = "baseline"
-RESTAGING = "restaging"
-OTHER = "other"
+
+class Timepoint(StrEnum):
+    """What a study is in a patient's treatment."""
+
+    BASELINE = "baseline"  # before neoadjuvant therapy
+    RESTAGING = "restaging"  # after it, before surgery
+    OTHER = "other"  # neither (a third study, undated, out of the interval)
+
+
+BASELINE, RESTAGING, OTHER = Timepoint.BASELINE, Timepoint.RESTAGING, Timepoint.OTHER
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydicom.dataset import Dataset
 
 from dicom_io.diffusion import b_value
@@ -214,3 +216,11 @@ def referenced_series(ds: Dataset) -> str | None:
     for series in ds.get("ReferencedSeriesSequence", []):
         return str(series.SeriesInstanceUID)
     return None
+
+
+def load_rules(path: Path | None) -> tuple[RoleRule, ...]:
+    """Role rules from a YAML list (``roles.rules_file``), or the built-in defaults."""
+    if path is None:
+        return DEFAULT_RULES
+    data = yaml.safe_load(path.read_text())
+    return tuple(TypeAdapter(list[RoleRule]).validate_python(data))

@@ -28,11 +28,12 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
+from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
 from pipeline.features import feature_row
 from pipeline.gradcam import gradcam
+from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.manifest import BundleError, verify_bundle
 from pipeline.models import (
     CoxModel,
@@ -49,8 +50,8 @@ from pipeline.networks import (
     penultimate_features,
     predict_probability,
     response_network,
+    to_tensor,
 )
-from pipeline.signatures import to_tensor
 
 RESEARCH_USE = "Research use only - not for diagnostic decisions."
 DM_HORIZON_MONTHS = 36.0

@@ -1,9 +1,10 @@
-"""A case's DICOM files to model inputs: the one function training and scoring both call.
+"""A case's selected series to model inputs: the one function training and scoring both call.
 
-:func:`prepare_case` takes the files of a patient's baseline and/or restaging study, finds the
-series by role (the same rules as the daemon), reads them with their true geometry, finds the
-tumour mask for every sequence (its own mask, else the T2W's carried through physical space),
-and builds science A's slices, science B's crop stacks and the VOI measurements.
+:func:`prepare_case` takes the series selected in a patient's baseline and/or restaging study
+(:mod:`dicom_io.selection`: the daemon's case builder and training select them the same way,
+and a case's recorded inputs are exactly these series), reads them with their true geometry,
+finds the tumour mask for every sequence (its own mask, else the T2W's carried through physical
+space), and builds science A's slices, science B's crop stacks and the VOI measurements.
 A piece that cannot be built is recorded in ``problems`` with the reason; the caller decides
 whether what is left is enough (:meth:`CaseInputs.require`).
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,17 +31,17 @@ from pydicom.errors import InvalidDicomError
 from dicom_io.errors import InvalidInputError
 from dicom_io.geometry import sort_by_position
 from dicom_io.masks import resample_mask, rtstruct_mask, seg_mask
-from dicom_io.roles import (
-    DEFAULT_RULES,
-    RoleRule,
-    SeriesRole,
-    SeriesSummary,
-    assign_role,
-    referenced_series,
-)
+from dicom_io.roles import SeriesRole
+from dicom_io.selection import SelectedStudy, SeriesFiles
 from dicom_io.series import read_series, split_by_b_value
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
+from pipeline.kinds import (
+    BASELINE,
+    PREFIX,
+    RESPONSE_SEQUENCES,
+    SIGNATURES,
+)
 from pipeline.preprocess import (
     FloatArray,
     N4Parameters,
@@ -58,13 +58,6 @@ from pipeline.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
-BASELINE, RESTAGING = "baseline", "restaging"
-PREFIX = {BASELINE: "pre", RESTAGING: "post"}
-# science A: one signature per sequence and timepoint
-RESPONSE_SEQUENCES = ("T2", "DWI", "CE")
-SIGNATURES = tuple(f"{PREFIX[t]}_{s}" for t in (BASELINE, RESTAGING) for s in RESPONSE_SEQUENCES)
-# science B: crop stacks of the baseline T2W and ADC
-STACK_SEQUENCES = ("T2", "ADC")
 _ROLE_OF = {"T2": SeriesRole.T2W_AX, "DWI": SeriesRole.DWI, "CE": SeriesRole.CE_T1}
 _FORMAT = 1
 
@@ -161,73 +154,39 @@ class CaseInputs:
         )
 
 
-@dataclass
-class _Series:
-    uid: str
-    role: SeriesRole
-    paths: list[Path]
-    headers: list[Dataset]
-    referenced: str | None = None
-
-    def datasets(self) -> list[Dataset]:
-        return [pydicom.dcmread(p) for p in self.paths]
-
-
-def _index(paths: Sequence[Path], rules: Sequence[RoleRule]) -> dict[str, _Series]:
-    """The study's series by UID with their roles (headers only; pixels read later)."""
-    groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    for path in paths:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
-        groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
-    out = {}
-    for uid, members in groups.items():
-        headers = [ds for _, ds in members]
-        role, _ = assign_role(SeriesSummary.from_headers(headers), rules)
-        out[uid] = _Series(uid, role, [p for p, _ in members], headers)
-        if role in (SeriesRole.RTSTRUCT, SeriesRole.SEG):
-            out[uid].referenced = referenced_series(headers[0])
-    return out
-
-
-def _pick(series: Mapping[str, _Series], role: SeriesRole) -> _Series | None:
-    """The series of a role with the most images (as the daemon's case builder picks)."""
-    found = [s for s in series.values() if s.role == role]
-    return max(found, key=lambda s: (len(s.paths), s.uid)) if found else None
+def _read_file(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except (InvalidDicomError, OSError) as exc:
+        raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
 
 
 class _Study:
     """One study's images and masks, read lazily and at most once."""
 
-    def __init__(
-        self,
-        paths: Sequence[Path],
-        rules: Sequence[RoleRule],
-        roi_pattern: str,
-        clock: Stopwatch,
-    ) -> None:
+    def __init__(self, selected: SelectedStudy, roi_pattern: str, clock: Stopwatch) -> None:
         self.clock = clock
-        with clock.stage("read"):
-            self.series = _index(paths, rules)
+        self.selected = selected
         self.roi_pattern = roi_pattern
         self._images: dict[str, tuple[sitk.Image, list[Dataset]]] = {}
         self._dwi: tuple[sitk.Image, sitk.Image, float, list[Dataset]] | None = None
         self._masks: dict[str, tuple[sitk.Image, str] | None] = {}
 
-    def image(self, role: SeriesRole) -> tuple[_Series, sitk.Image, list[Dataset]]:
-        chosen = _pick(self.series, role)
+    def has(self, role: SeriesRole) -> bool:
+        return role in self.selected.images
+
+    def image(self, role: SeriesRole) -> tuple[SeriesFiles, sitk.Image, list[Dataset]]:
+        chosen = self.selected.images.get(role)
         if chosen is None:
             raise PipelineInputError(f"no {role.value} series")
-        if chosen.uid not in self._images:
+        if chosen.series_uid not in self._images:
             with self.clock.stage("read"):
                 self._read(chosen, role)
-        image, datasets = self._images[chosen.uid]
+        image, datasets = self._images[chosen.series_uid]
         return chosen, image, datasets
 
-    def _read(self, chosen: _Series, role: SeriesRole) -> None:
-        datasets = sort_by_position(chosen.datasets())
+    def _read(self, chosen: SeriesFiles, role: SeriesRole) -> None:
+        datasets = sort_by_position([_read_file(p) for p in chosen.paths])
         if role is SeriesRole.DWI:
             by_b = split_by_b_value(datasets)
             if len(by_b) < 2:
@@ -237,9 +196,9 @@ class _Study:
             low, high = by_b[b_low], by_b[b_high]
             high = sort_by_position(high)
             self._dwi = (read_series(low), read_series(high), b_high - b_low, high)
-            self._images[chosen.uid] = (self._dwi[1], high)
+            self._images[chosen.series_uid] = (self._dwi[1], high)
         else:
-            self._images[chosen.uid] = (read_series(datasets), datasets)
+            self._images[chosen.series_uid] = (read_series(datasets), datasets)
 
     def dwi_pair(self) -> tuple[sitk.Image, sitk.Image, float]:
         self.image(SeriesRole.DWI)
@@ -247,23 +206,23 @@ class _Study:
             raise PipelineInputError("the DWI series cannot be split by b-value")
         return self._dwi[0], self._dwi[1], self._dwi[2]
 
-    def own_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
-        """A mask drawn on this series (RTSTRUCT first), or ``None``."""
-        if series.uid not in self._masks:
+    def own_mask(
+        self, series: SeriesFiles, datasets: list[Dataset]
+    ) -> tuple[sitk.Image, str] | None:
+        """The mask selected for this series (RTSTRUCT first), or ``None``."""
+        if series.series_uid not in self._masks:
             with self.clock.stage("mask"):
-                self._masks[series.uid] = self._read_mask(series, datasets)
-        return self._masks[series.uid]
+                self._masks[series.series_uid] = self._read_mask(series, datasets)
+        return self._masks[series.series_uid]
 
-    def _read_mask(self, series: _Series, datasets: list[Dataset]) -> tuple[sitk.Image, str] | None:
-        masks = sorted(
-            (s for s in self.series.values() if s.referenced == series.uid),
-            key=lambda s: (s.role != SeriesRole.RTSTRUCT, s.uid),
-        )
-        for mask in masks:
-            ds = pydicom.dcmread(mask.paths[0])
+    def _read_mask(
+        self, series: SeriesFiles, datasets: list[Dataset]
+    ) -> tuple[sitk.Image, str] | None:
+        for mask in self.selected.masks_on(series.series_uid):
+            ds = _read_file(mask.paths[0])
             if mask.role is SeriesRole.RTSTRUCT:
-                return rtstruct_mask(ds, datasets, self.roi_pattern), f"RTSTRUCT {mask.uid}"
-            return seg_mask(ds, datasets), f"SEG {mask.uid}"
+                return rtstruct_mask(ds, datasets, self.roi_pattern), f"RTSTRUCT {mask.series_uid}"
+            return seg_mask(ds, datasets), f"SEG {mask.series_uid}"
         return None
 
     def mask_for(
@@ -275,7 +234,7 @@ class _Study:
         if own is not None:
             return own
         for other in carry_from:
-            if _pick(self.series, other) is None:
+            if not self.has(other):
                 continue
             other_series, _, other_datasets = self.image(other)
             found = self.own_mask(other_series, other_datasets)
@@ -304,7 +263,7 @@ def _slice(study: _Study, sequence: str, config: PreprocessConfig, n4: N4Paramet
         k = first + largest_cross_section(region_mask)
         sop = str(datasets[k].SOPInstanceUID) if len(datasets) > 1 else ""
         array = slice_input(region, region_mask, config.slice_size)
-    return SliceInput(array, series.uid, k, sop, source)
+    return SliceInput(array, series.series_uid, k, sop, source)
 
 
 def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
@@ -313,19 +272,18 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
     t2_mask, source = study.mask_for(SeriesRole.T2W_AX, t2, [SeriesRole.DWI])
     with study.clock.stage("inputs"):
         t2_stack = crop_stack(t2, t2_mask, config.stack_size, config.stack_depth)
-    out["T2"] = StackInput(t2_stack, series.uid, source)
-    adc_series = _pick(study.series, SeriesRole.ADC)
-    if adc_series is not None:
-        _, adc, _ = study.image(SeriesRole.ADC)
+    out["T2"] = StackInput(t2_stack, series.series_uid, source)
+    if study.has(SeriesRole.ADC):
+        adc_series, adc, _ = study.image(SeriesRole.ADC)
         adc_mask, source = study.mask_for(SeriesRole.ADC, adc, [SeriesRole.DWI, SeriesRole.T2W_AX])
-        uid = adc_series.uid
+        uid = adc_series.series_uid
     else:  # science B: ADC from b=0 and b-high, ROI from the DWI
         low, high, b = study.dwi_pair()
         with study.clock.stage("inputs"):
             adc = adc_from_dwi(low, high, b, config.adc_threshold)
         dwi_series, _, _ = study.image(SeriesRole.DWI)
         adc_mask, source = study.mask_for(SeriesRole.DWI, high, [SeriesRole.T2W_AX])
-        uid = f"computed from DWI {dwi_series.uid}"
+        uid = f"computed from DWI {dwi_series.series_uid}"
     with study.clock.stage("inputs"):
         adc_stack = crop_stack(adc, adc_mask, config.stack_size, config.stack_depth)
     out["ADC"] = StackInput(adc_stack, uid, source)
@@ -333,13 +291,13 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
 
 
 def prepare_case(
-    studies: Mapping[str, Sequence[Path]],
+    studies: Mapping[str, SelectedStudy],
     config: PreprocessConfig | None = None,
-    rules: Sequence[RoleRule] = DEFAULT_RULES,
     signatures: Sequence[str] = SIGNATURES,
     stacks: bool = True,
 ) -> CaseInputs:
-    """Model inputs from the files of a patient's studies, keyed ``baseline`` / ``restaging``.
+    """Model inputs from a patient's selected series (:mod:`dicom_io.selection`), keyed
+    ``baseline`` / ``restaging``: exactly those series are read, nothing else of the study.
 
     Builds the slice inputs of ``signatures`` (pre_/post_ T2, DWI, CE) that the studies allow,
     the baseline T2/ADC crop stacks (when ``stacks``) and per-timepoint VOI measurements from
@@ -353,10 +311,10 @@ def prepare_case(
     n4 = N4Parameters(config.n4_shrink_factor, config.n4_iterations, config.n4_margin_mm)
     out = CaseInputs(config_fingerprint=config.fingerprint)
     clock = Stopwatch()
-    for timepoint, paths in studies.items():
+    for timepoint, selected in studies.items():
         if timepoint not in PREFIX:
             raise ValueError(f"unknown timepoint {timepoint!r}: use baseline or restaging")
-        study = _Study(paths, rules, config.roi_pattern, clock)
+        study = _Study(selected, config.roi_pattern, clock)
         for sequence in RESPONSE_SEQUENCES:
             name = f"{PREFIX[timepoint]}_{sequence}"
             if name not in signatures:

@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from pipeline.case import SIGNATURES
+from pipeline.kinds import SIGNATURES
 from pipeline.stats import youden_cutoff
 
 # types skops must be told to trust, beyond its defaults; nothing else is loaded

@@ -15,7 +15,7 @@ import pytest
 from pynetdicom import AE
 
 from daemon.harness import REDIS_SERVER, Redis
-from dicom_io.peers import (
+from daemon.harness.peers import (
     NODELAY_ENV,
     Orthanc,
     free_port,

@@ -1,1 +1,8 @@
-"""Celery application and tasks (thin wrappers over ``pipeline``). Not built yet: see README."""
+"""Celery application and tasks: thin wrappers over :mod:`pipeline`, run by ``larc worker``
+processes on a broker or by the daemon's own threads (embedded default).
+
+``app`` (the Celery app, queues and routing), ``payload`` (what a task receives: a
+self-contained work order), ``analysis`` (the ``gpu`` part: networks, scores, Grad-CAM),
+``results`` (the ``cpu`` part: SR and Secondary Captures), ``tasks`` (the tasks), ``base`` (the
+error and retry policy every task follows). Workers never read the daemon's storage or index.
+"""

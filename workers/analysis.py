@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.bundle import Bundle
-from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
+from pipeline.case import CaseInputs
+from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from workers.base import ModelMismatchError
 from workers.payload import CasePayload
 

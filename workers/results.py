@@ -21,7 +21,8 @@ from dicom_io.sr import (
     derive_uid,
     measurement_report,
 )
-from pipeline.case import BASELINE, PREFIX, RESTAGING, CaseInputs
+from pipeline.case import CaseInputs
+from pipeline.kinds import BASELINE, PREFIX, RESTAGING
 from workers.analysis import RESPONSE, decode_maps
 from workers.payload import CasePayload, dataset
 

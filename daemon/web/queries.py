@@ -324,15 +324,15 @@ def case_detail(
                 "viewer_url": viewer_link(viewer_url, study),
                 "series": [
                     {
-                        "series_uid": s["series_uid"],
-                        "number": s["series_number"],
-                        "modality": s["modality"],
-                        "description": s["description"] or "",
-                        "instances": s["n"],
-                        "role": s["role"],
-                        "reason": s["role_reason"] or s["ignored_reason"] or "",
-                        "used": s["series_uid"] in used,
-                        "mask": s["series_uid"] in masks,
+                        "series_uid": s.series_uid,
+                        "number": s.series_number,
+                        "modality": s.modality,
+                        "description": s.description or "",
+                        "instances": s.instances,
+                        "role": s.role,
+                        "reason": s.role_reason or s.ignored_reason or "",
+                        "used": s.series_uid in used,
+                        "mask": s.series_uid in masks,
                     }
                     for s in series
                 ],

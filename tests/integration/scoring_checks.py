@@ -9,11 +9,13 @@ from typing import Any
 import pydicom
 import pytest
 
-from dicom_io.peers import Orthanc
+from daemon.harness.peers import Orthanc
+from dicom_io.selection import select_files
 from dicom_io.sr import concept, read_report
 from dicom_io.synthetic.cohort import PatientResult
 from pipeline.bundle import Bundle
-from pipeline.case import SIGNATURES, prepare_case
+from pipeline.case import prepare_case
+from pipeline.kinds import SIGNATURES
 from tests.conftest import TrainedBundle
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -22,7 +24,7 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 def direct_scores(bundle: TrainedBundle, patient: PatientResult, kind: str) -> dict[str, Any]:
     """The scores of a case computed by calling the pipeline on the generated files."""
     files = {
-        t: [f for s in study.series.values() for f in s.files]
+        t: select_files([f for s in study.series.values() for f in s.files])
         for t, study in patient.studies.items()
     }
     if kind == "baseline":

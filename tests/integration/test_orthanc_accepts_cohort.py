@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_io.peers import Orthanc, store_files
+from daemon.harness.peers import Orthanc, store_files
 from dicom_io.synthetic.cohort import CohortResult
 from dicom_io.synthetic.vendors import Role
 from tests.conftest import require_tool

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from daemon.harness import Redis, read_index
-from dicom_io.peers import Orthanc, free_port, stop_process
+from daemon.harness.peers import Orthanc, free_port, stop_process
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from tests.conftest import (
     LARC,

@@ -20,8 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 from pipeline.case import CaseInputs
-from pipeline.networks import load_weights, predict_probability, response_network
-from pipeline.signatures import to_tensor
+from pipeline.networks import load_weights, predict_probability, response_network, to_tensor
 from tests.conftest import LARC
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.assembly import load_rules
-from dicom_io.roles import DEFAULT_RULES, SeriesRole, SeriesSummary, assign_role
+from dicom_io.roles import DEFAULT_RULES, SeriesRole, SeriesSummary, assign_role, load_rules
 
 
 def test_rules_file_replaces_the_defaults(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from daemon.cases import CaseState
 from daemon.index import Index
 from daemon.settings import load_settings
 from daemon.web.app import WebContext, create_app
@@ -229,7 +230,8 @@ def test_readings_are_checked_audited_and_make_a_scored_case_score_again(small: 
 
     same = client.put(url, json={"values": {"post_mwt_mm": "8.5"}}, headers=headers).json()
     assert (same["version"], same["rescoring"], same["changes"]) == (2, False, [])
-    index.set_case_state("resp-0000000", 2, "exported", "sent")
+    for state in ("queued", "running", "done", "exported"):  # scored and sent, as larc does
+        index.set_case_state("resp-0000000", 2, CaseState(state), state)
     cleared = client.put(url, json={"values": {"post_mwt_mm": ""}}, headers=headers).json()
     assert cleared["version"] == 3
     assert index.readings("resp-0000000") == {"post_crm": "1"}

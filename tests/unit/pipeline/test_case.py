@@ -11,20 +11,27 @@ import pydicom
 import pytest
 
 from dicom_io.errors import InvalidInputError
+from dicom_io.selection import SelectedStudy, select_files
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from dicom_io.synthetic.vendors import Role
-from pipeline.case import SIGNATURES, CaseInputs, prepare_case
+from pipeline.case import CaseInputs, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
+from pipeline.kinds import SIGNATURES
 
 FAST = PreprocessConfig(slice_size=64, stack_size=32, stack_depth=8)
 
 
-def _files(patient: PatientResult, leave_out: tuple[Role, ...] = ()) -> dict[str, list[Path]]:
+def _paths(patient: PatientResult, leave_out: tuple[Role, ...] = ()) -> dict[str, list[Path]]:
     return {
         timepoint: [f for role, s in study.series.items() if role not in leave_out for f in s.files]
         for timepoint, study in patient.studies.items()
     }
+
+
+def _files(patient: PatientResult, leave_out: tuple[Role, ...] = ()) -> dict[str, SelectedStudy]:
+    """Each study's series selected as the daemon and training select them."""
+    return {t: select_files(paths) for t, paths in _paths(patient, leave_out).items()}
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +134,10 @@ def test_round_trip_through_npz_is_exact(
 def test_a_broken_file_is_a_clear_error(cohort: CohortResult, tmp_path: Path) -> None:
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")
-    files = _files(cohort.patients[0])
+    paths = _paths(cohort.patients[0])
     with pytest.raises(InvalidInputError, match=r"junk\.dcm is not readable DICOM"):
-        prepare_case({"baseline": [*files["baseline"], junk]}, FAST)
+        prepare_case({"baseline": select_files([*paths["baseline"], junk])}, FAST)
+    files = _files(cohort.patients[0])
     with pytest.raises(ValueError, match="unknown signatures"):
         prepare_case(files, FAST, signatures=("post_XYZ",))
 

@@ -10,9 +10,9 @@ import torch
 from pydantic import ValidationError
 
 from dicom_io.pairing import PairingPolicy
-from pipeline.cohort import Study, good_response, read_labels, timepoint_files
-from pipeline.networks import predict_probability
-from pipeline.signatures import SignatureTraining, augment, cross_validate, to_tensor
+from pipeline.networks import predict_probability, to_tensor
+from pipeline.training.cohort import Study, good_response, read_labels, timepoint_files
+from pipeline.training.networks import SignatureTraining, augment, cross_validate
 
 
 def _ramp(n: int = 2, size: int = 32) -> torch.Tensor:

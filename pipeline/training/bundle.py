@@ -36,10 +36,10 @@ from pipeline.bundle import (
     Bundle,
     torch_save,
 )
-from pipeline.case import SIGNATURES, STACK_SEQUENCES, CaseInputs
-from pipeline.cohort import good_response, number, patient_hash, prepare_cohort
+from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
 from pipeline.features import feature_row, select_cr_features
+from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.manifest import BUNDLE_SCHEMA, write_manifest
 from pipeline.models import (
     CoxModel,
@@ -53,9 +53,10 @@ from pipeline.models import (
     order_subtypes,
     save_estimator,
 )
-from pipeline.networks import dm_network, penultimate_features, predict_probability
-from pipeline.signatures import Progress, SignatureTraining, cross_validate, to_tensor
+from pipeline.networks import dm_network, penultimate_features, predict_probability, to_tensor
 from pipeline.stats import auc_delong, harrell_c, harrell_c_ci
+from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
+from pipeline.training.networks import Progress, SignatureTraining, cross_validate
 
 log = logging.getLogger(__name__)
 NOMOGRAM_FACTORS = ("dl_prob", "pre_mrt", "cea_ng_ml", "ypn_stage")  # science B's kept factors

@@ -196,7 +196,7 @@ class Ingest:
         try:
             existing = self.index.instance(record.sop_uid)
             if existing is not None:
-                if existing["sha256"] == sha256:
+                if existing.sha256 == sha256:
                     return STATUS_SUCCESS  # the same bytes again: nothing to do
                 action = {
                     "keep_newest": "replaced",
@@ -205,7 +205,7 @@ class Ingest:
                 }
                 self.index.record_duplicate(
                     record.sop_uid,
-                    existing["sha256"],
+                    existing.sha256,
                     sha256,
                     self.duplicate_policy,
                     action[self.duplicate_policy],
@@ -222,7 +222,7 @@ class Ingest:
                     return STATUS_SUCCESS
                 if self.duplicate_policy == "reject":
                     return STATUS_DUPLICATE_REFUSED
-                old_path = Path(existing["path"])
+                old_path = Path(existing.path)
             stored = self.store.write(path, request.data, sha256)
             self.index.record_instance(
                 record, stored.path, stored.size, stored.sha256, request.calling_ae

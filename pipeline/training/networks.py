@@ -65,16 +65,6 @@ class SignatureTraining(BaseModel):
     seed: int = Field(default=0, description="Seed of splits, initial weights and augmentation.")
 
 
-def to_tensor(slices: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Science A slices (N, H, W) in 0-255 as network inputs (N, 1, H, W) in about -1..1.
-
-    Training and scoring both call this, so the scaling cannot differ between them."""
-    array = np.asarray(slices, dtype=np.float32)
-    if array.ndim != 3:
-        raise ValueError(f"slices must be (N, H, W), got shape {array.shape}")
-    return (array[:, None] / 127.5 - 1.0).astype(np.float32)
-
-
 def augment(
     batch: torch.Tensor, config: SignatureTraining, generator: torch.Generator
 ) -> torch.Tensor:

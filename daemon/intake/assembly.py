@@ -1,5 +1,6 @@
 """Study assembly: after a quiet period a study is stable; its series get roles, the patient's
-studies get timepoints, and the patient's cases are (re)decided. A late instance re-opens a study.
+studies get timepoints, and the patient's cases are (re)decided (:func:`daemon.cases.decide_cases`,
+which selects each study's series once). A late instance re-opens a study.
 """
 
 from __future__ import annotations
@@ -10,17 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Protocol
 
 import pydicom
-import yaml
-from pydantic import TypeAdapter
 
 from daemon.cases import (
-    READY,
-    WAITING,
     CaseDecision,
+    CaseKind,
+    CaseState,
     SeriesFacts,
     StudyInputs,
     case_fingerprint,
@@ -45,22 +43,17 @@ ReadyHandler = Callable[[str, int, str], None]  # (case id, version, kind)
 _IMAGING_ROLES = {SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC, SeriesRole.CE_T1}
 
 
-def load_rules(path: Path | None) -> tuple[RoleRule, ...]:
-    """Role rules from a YAML list, or the built-in defaults."""
-    if path is None:
-        return DEFAULT_RULES
-    data = yaml.safe_load(path.read_text())
-    return tuple(TypeAdapter(list[RoleRule]).validate_python(data))
-
-
 class PriorSource(Protocol):
-    """Where a patient's prior studies come from: the PACS (``daemon.priors.PriorRetriever``)."""
+    """Where a patient's prior studies come from: the PACS (:mod:`daemon.intake.priors`)."""
 
     def request(self, patient_id: str, case_id: str) -> None:
         """Ask for the patient's studies we do not hold (once per patient)."""
 
     def finished(self, patient_id: str) -> bool:
         """Whether the PACS has answered for this patient (studies moved, none, or failed)."""
+
+    def take_answered(self) -> list[str]:
+        """The patients the PACS has answered for since the last call."""
 
 
 def log_ready(case: str, version: int, kind: str) -> None:
@@ -97,29 +90,19 @@ class Assembler:
 
     def _run_once(self, now: float) -> list[str]:
         due = self.index.studies_due(now - self.stable_age_s)
-        patients = set()
+        patients = set(self.priors.take_answered()) if self.priors is not None else set()
         for study in due:
-            self._classify(study["study_uid"])
-            self.index.mark_stable(study["study_uid"], now)
-            patients.add(study["patient_id"])
-            logger.info("study %s is stable", study["study_uid"][-12:])
+            self._classify(study.study_uid)
+            self.index.mark_stable(study.study_uid, now)
+            patients.add(study.patient_id)
+            logger.info("study %s is stable", study.study_uid[-12:])
         for patient_id in sorted(patients):
             self._update_patient(patient_id)
-        return [s["study_uid"] for s in due]
-
-    def recheck(self, patient_id: str) -> None:
-        """Decide a patient's cases again (called when prior retrieval has answered)."""
-        with self._pass:
-            self._update_patient(patient_id)
+        return [s.study_uid for s in due]
 
     def _classify(self, study_uid: str) -> None:
-        for series in self.index.query("SELECT * FROM series WHERE study_uid = ?", (study_uid,)):
-            paths = [
-                r["path"]
-                for r in self.index.query(
-                    "SELECT path FROM instances WHERE series_uid = ?", (series["series_uid"],)
-                )
-            ]
+        for series in self.index.series_of_study(study_uid):
+            paths = self.index.instance_paths(series.series_uid)
             if not paths:
                 continue
             try:
@@ -139,35 +122,27 @@ class Assembler:
                     None,
                     "[]",
                 )
-            self.index.set_series_role(series["series_uid"], role, reason, b_values, reference)
+            self.index.set_series_role(series.series_uid, role, reason, b_values, reference)
 
     def _update_patient(self, patient_id: str) -> None:
-        if self.index.query(
-            "SELECT 1 FROM studies WHERE patient_id = ? AND stable_at IS NULL", (patient_id,)
-        ):
+        if self.index.has_unstable_study(patient_id):
             return  # decided once the patient's last study is stable too
-        studies = self.index.query(
-            "SELECT * FROM studies WHERE patient_id = ? AND stable_at IS NOT NULL", (patient_id,)
-        )
+        studies = self.index.studies_of_patient(patient_id, stable_only=True)
         series_of: dict[str, list[SeriesFacts]] = {}
         for study in studies:
-            series_of[study["study_uid"]] = [
-                SeriesFacts(r["series_uid"], r["role"] or "", r["n"], r["referenced_series_uid"])
-                for r in self.index.query(
-                    "SELECT s.*, COUNT(i.sop_uid) AS n FROM series s LEFT JOIN instances i "
-                    "USING (series_uid) WHERE s.study_uid = ? GROUP BY s.series_uid",
-                    (study["study_uid"],),
-                )
+            series_of[study.study_uid] = [
+                SeriesFacts(r.series_uid, r.role or "", r.instances, r.referenced_series_uid)
+                for r in self.index.series_of_study(study.study_uid)
             ]
         imaging = [
             StudyFacts(
-                s["study_uid"],
-                s["study_date"] or "",
-                s["description"] or "",
-                s["time_point_id"] or "",
+                s.study_uid,
+                s.study_date or "",
+                s.description or "",
+                s.time_point_id or "",
             )
             for s in studies
-            if any(f.role in _IMAGING_ROLES for f in series_of[s["study_uid"]])
+            if any(f.role in _IMAGING_ROLES for f in series_of[s.study_uid])
         ]
         timepoints = assign_timepoints(imaging, self.policy)
         self.index.set_timepoints(timepoints)
@@ -181,30 +156,30 @@ class Assembler:
         lone = [reason for _, reason in timepoints.values()] == [BY_DATE_ORDER]
         hold = False
         if self.priors is not None and (lone or (RESTAGING in found and BASELINE not in found)):
-            self.priors.request(patient_id, case_id(patient_id, "response"))
+            self.priors.request(patient_id, case_id(patient_id, CaseKind.RESPONSE))
             hold = lone and not self.priors.finished(patient_id)
         for decided in decide_cases(inputs):
-            if hold and decided.state == READY:
+            if hold and decided.state == CaseState.READY:
                 reason = (
                     "asking the PACS for prior studies first "
                     "(the only study on hand may be a restaging study)"
                 )
-                decided = replace(decided, state=WAITING, reason=reason)  # noqa: PLW2901
+                decided = replace(decided, state=CaseState.WAITING, reason=reason)  # noqa: PLW2901
             self._store_case(patient_id, decided)
 
     def _store_case(self, patient_id: str, decision: CaseDecision) -> None:
         cid = case_id(patient_id, decision.kind)
-        rows = self.index.query("SELECT * FROM cases WHERE case_id = ?", (cid,))
-        old = rows[0] if rows else None
+        old = self.index.case(cid)
         fingerprint = case_fingerprint(decision.inputs, self.index.readings(cid))
-        if old is not None and old["fingerprint"] == fingerprint and old["state"] != "waiting":
+        waiting = CaseState.WAITING
+        if old is not None and old.fingerprint == fingerprint and old.state != waiting:
             return  # same inputs, already past waiting: nothing new
-        version = 1 if old is None else int(old["version"])
+        version = 1 if old is None else old.version
         new_version = old is None
-        if decision.state == READY and old is not None and old["state"] != "waiting":
+        if decision.state == CaseState.READY and old is not None and old.state != waiting:
             version += 1  # new inputs for a case that was already ready or further
             new_version = True
-        changed = old is None or old["state"] != decision.state or new_version
+        changed = old is None or old.state != decision.state or new_version
         self.index.upsert_case(
             {
                 "case_id": cid,
@@ -220,7 +195,7 @@ class Assembler:
             },
             new_version=changed,
         )
-        if decision.state == READY and changed:
+        if decision.state == CaseState.READY and changed:
             self.on_ready(cid, version, decision.kind)
         elif changed:
             logger.info("case %s (%s) waiting: %s", cid, decision.kind, decision.reason)

@@ -29,9 +29,9 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from pipeline.bundle import DM_HORIZON_MONTHS, RESEARCH_USE, RFS_HORIZON_MONTHS, Bundle
-from pipeline.case import SIGNATURES, CaseInputs
-from pipeline.cohort import good_response, number, patient_hash, prepare_cohort
+from pipeline.case import CaseInputs
 from pipeline.features import feature_row
+from pipeline.kinds import SIGNATURES
 from pipeline.models import add_deltas, horizon_outcome
 from pipeline.stats import (
     auc_delong,
@@ -45,6 +45,7 @@ from pipeline.stats import (
     threshold_metrics,
     time_dependent_auc,
 )
+from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 
 log = logging.getLogger(__name__)
 RESPONSE_MODELS = ("FDL", "CR", "CRD")

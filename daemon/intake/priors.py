@@ -1,7 +1,9 @@
 """Prior retrieval: a restaging study with no baseline on hand, or a lone study that nothing
 marks as a baseline, makes us ask the PACS for the patient's other MR studies (C-FIND) and pull
 them to our own AE (C-MOVE). They then arrive like any other study, become stable and are
-paired. When the PACS has answered, ``on_finished`` lets the assembler decide the held cases."""
+paired. The retriever knows nothing of the assembler: it records which patients the PACS has
+answered for, and the assembler's next pass takes them (:meth:`PriorRetriever.take_answered`)
+and decides their held cases."""
 
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ class PriorRetriever:
         node: PacsNode,
         destination_ae: str,
         known_studies: Callable[[str], set[str]],
-        on_finished: Callable[[str], None] | None = None,
     ) -> None:
+        """``known_studies(patient_id)``: the Study Instance UIDs already held (the index's
+        :meth:`daemon.index.Index.study_uids_of_patient`)."""
         self.node = node
-        self.on_finished = on_finished
         self._finished: set[str] = set()
+        self._answered: list[str] = []
+        self._lock = threading.Lock()
         self.destination_ae = destination_ae
         self.known_studies = known_studies
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -50,7 +54,14 @@ class PriorRetriever:
 
     def finished(self, patient_id: str) -> bool:
         """Whether the PACS has answered for ``patient_id`` in this run (moved, none, failed)."""
-        return patient_id in self._finished
+        with self._lock:
+            return patient_id in self._finished
+
+    def take_answered(self) -> list[str]:
+        """The patients answered for since the last call (their held cases can be decided)."""
+        with self._lock:
+            answered, self._answered = self._answered, []
+        return answered
 
     def stop(self) -> None:
         """End the thread after the current retrieval."""
@@ -69,12 +80,9 @@ class PriorRetriever:
                     self.node.ae_title,
                     exc,
                 )
-            self._finished.add(patient_id)
-            if self.on_finished is not None:
-                try:
-                    self.on_finished(patient_id)
-                except Exception:  # the thread must live on for the next patient
-                    logger.exception("deciding cases after prior retrieval failed")
+            with self._lock:
+                self._finished.add(patient_id)
+                self._answered.append(patient_id)
 
     def retrieve(self, patient_id: str) -> int:
         """Find and move the patient's MR studies we do not hold; returns instances moved."""

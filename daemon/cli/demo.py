@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from daemon.cases import FINISHED
-from daemon.cli import _print_table, _synth, score_summary
+from daemon.cases import FINISHED, CaseState
+from daemon.cli.common import demo_bundle, print_table, score_summary, write_synthetic_cohort
+from daemon.index import Index
 from daemon.logs import configure_logging
 from daemon.settings import load_settings
 
 DEMO_BUNDLE_NAME = "larc-demo-synthetic"
-
-
-def _demo_bundle(out: Path) -> Path:
-    """The demo's model bundle: trained once on a synthetic cohort (48 patients, tiny networks,
-    32-pixel inputs) and kept for the next runs. Its name says it is no clinical model."""
-    from daemon.models_cli import models
-    from pipeline.manifest import BundleError, verify_bundle
-
-    bundle = out / "bundle"
-    try:
-        verify_bundle(bundle)
-        return bundle
-    except BundleError:
-        shutil.rmtree(bundle, ignore_errors=True)
-        shutil.rmtree(out / "bundle.prepared", ignore_errors=True)
-    training = out / "training-cohort"
-    shutil.rmtree(training, ignore_errors=True)
-    typer.echo("first run: training a small demo bundle on synthetic data (about 2 minutes)")
-    _synth(training, 48, seed=21, matrix=32, slices=8, missing_fraction=0.0, seg_fraction=0.4,
-           workers=0, series="t2w,dwi,adc,ce_t1,rtstruct")  # fmt: skip
-    models(
-        cohort=training, out=bundle, labels=None, config=None, name=DEMO_BUNDLE_NAME,
-        version="0.1.0", test_fraction=0.3, folds=2, epochs=2, patience=2, width=0.25,
-        image_size=32, stack_size=32, stack_depth=8, subtypes=3, no_n4=True, seed=0,
-        workers=0,
-    )  # fmt: skip
-    shutil.rmtree(training, ignore_errors=True)
-    return bundle
 
 
 def demo(
@@ -69,19 +41,19 @@ def demo(
     if not (ctx.obj or {}).get("log_level"):  # the tables are the output; logs only if asked
         configure_logging("WARNING", bool((ctx.obj or {}).get("log_json")))
     out.mkdir(parents=True, exist_ok=True)
-    bundle = bundle or _demo_bundle(out)
+    bundle = bundle or demo_bundle(out)
     cohort = out / "cohort"
     shutil.rmtree(cohort, ignore_errors=True)
     shutil.rmtree(out / "larc-data", ignore_errors=True)
-    _synth(cohort, patients, seed=0, matrix=64, slices=24, missing_fraction=0.15,
+    write_synthetic_cohort(cohort, patients, seed=0, matrix=64, slices=24, missing_fraction=0.15,
            seg_fraction=0.4, workers=0)  # fmt: skip
     _demo_run(out, cohort, bundle)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 
 def _demo_run(out: Path, cohort: Path, bundle: Path) -> None:
+    from daemon.harness.peers import free_port
     from daemon.service import Daemon
-    from dicom_io.peers import free_port
     from dicom_io.scu import send_files
 
     stable_age_s = 2.0
@@ -110,34 +82,35 @@ def _demo_run(out: Path, cohort: Path, bundle: Path) -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            if daemon.index.query("SELECT 1 FROM studies WHERE stable_at IS NULL"):
+            if daemon.index.has_unstable_study():
                 continue
-            cases = daemon.index.query("SELECT state FROM cases")
-            if cases and all(c["state"] in FINISHED for c in cases):
+            states = daemon.index.case_states()
+            if states and all(s in FINISHED for s in states):
                 break
         _print_results(daemon.index, out)
     finally:
         daemon.stop()
 
 
-def _print_results(index: Any, out: Path) -> None:
+def _print_results(index: Index, out: Path) -> None:
+    from pipeline.training.demo import DEMO_BUNDLE_NAME
+
     rows = []
-    for case in index.query("SELECT * FROM cases ORDER BY patient_id, kind DESC"):
-        result = None
-        if case["work_key"]:
-            found = index.query("SELECT * FROM results WHERE work_key = ?", (case["work_key"],))
-            result = found[0] if found else None
+    cases = sorted(index.cases(), key=lambda c: c.kind, reverse=True)  # response first
+    cases.sort(key=lambda c: c.patient_id)
+    for case in cases:
+        result = index.result(case.work_key) if case.work_key else None
         if result is not None:
-            scores = score_summary(case["kind"], json.loads(result["scores"]))
-            n_sc = len(result["files"].split("\n")) - 1
-            went = f"SR + {n_sc} SC -> outbox" if case["state"] == "exported" else case["state"]
+            scores = score_summary(case.kind, result.scores)
+            n_sc = len(result.files) - 1
+            went = f"SR + {n_sc} SC -> outbox" if case.state == CaseState.EXPORTED else case.state
         else:
-            scores, went = f"{case['state']}: {case['reason']}", "-"
+            scores, went = f"{case.state}: {case.reason}", "-"
         rows.append(
-            {"patient": case["patient_id"], "case": case["kind"], "scores": scores, "results": went}
+            {"patient": case.patient_id, "case": case.kind, "scores": scores, "results": went}
         )
     typer.echo("")
-    _print_table(rows)
+    print_table(rows)
     typer.echo(
         f"\nresults (one DICOM file per SOP instance): {out / 'larc-data' / 'outbox'}\n"
         f"model: {DEMO_BUNDLE_NAME}, trained on synthetic data - the scores mean nothing "

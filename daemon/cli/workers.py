@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.models_cli import ConfigOption
+from daemon.cli.common import ConfigOption, settings_or_exit
 
 
 def worker(
@@ -37,12 +37,11 @@ def worker(
     the case's prepared inputs and the DICOM headers its results reference. Stops after the
     task in hand on SIGTERM (a task cut off by a kill goes back to the queue).
     """
-    from daemon.cli import _settings
     from daemon.service import celery_config
     from pipeline.manifest import BundleError, verify_bundle
     from workers.app import CPU_QUEUE, GPU_QUEUE, configure
 
-    settings = _settings(config, models={"bundle_dir": bundle} if bundle else None)
+    settings = settings_or_exit(config, models={"bundle_dir": bundle} if bundle else None)
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = set(chosen) - {CPU_QUEUE, GPU_QUEUE}
     if not chosen or unknown:
@@ -88,10 +87,11 @@ def retry_exports(config: ConfigOption = None) -> None:
     Safe while larc serve runs (the index is shared); the objects are read from
     <data_dir>/results/, so nothing has to be scored again.
     """
-    from daemon.cli import _settings, open_index
+    from daemon.cli.common import open_index
     from daemon.export import Exporter
+    from daemon.index import ExportState
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     index = open_index(settings)
     try:
         exporter = Exporter(
@@ -103,8 +103,8 @@ def retry_exports(config: ConfigOption = None) -> None:
             f"{count} failed export(s) queued again: {outcome.sent} sent, "
             f"{outcome.retrying} will be retried by larc serve, {outcome.failed} failed again"
         )
-        for row in index.query("SELECT * FROM exports WHERE state != 'sent'"):
-            typer.echo(f"  {row['destination']}: {row['state']} - {row['last_error']}")
+        for row in index.exports_in(ExportState.PENDING, ExportState.FAILED):
+            typer.echo(f"  {row.destination}: {row.state} - {row.last_error}")
     finally:
         index.close()
     if outcome.failed or outcome.retrying:

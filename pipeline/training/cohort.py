@@ -3,7 +3,8 @@
 The folder may be laid out any way (a PACS export, ``larc synth`` output): files are grouped
 by their PatientID and StudyInstanceUID. Which study is the baseline and which the restaging
 comes from the CSV's ``baseline_study_uid`` / ``restaging_study_uid`` columns when present,
-else from the same pairing rules the daemon uses.
+else from the same pairing rules the daemon uses; each study's series are then selected as the
+daemon selects them (:func:`dicom_io.selection.select_files`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 from dicom_io.errors import InvalidInputError
 from dicom_io.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
 from dicom_io.roles import DEFAULT_RULES, RoleRule
+from dicom_io.selection import select_files
 from pipeline.case import CaseInputs, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
@@ -139,6 +141,30 @@ def timepoint_files(
 
 
 @dataclass(frozen=True)
+class Cohort:
+    """A labelled cohort as training and evaluation take it."""
+
+    rows: dict[str, dict[str, str]]  # outcomes CSV rows by patient id
+    cases: dict[str, dict[str, list[Path]]]  # patient id -> timepoint -> files of that study
+    rules: tuple[RoleRule, ...]  # the series-role rules to select each study's series with
+
+
+def load_cohort(
+    folder: Path,
+    labels: Path | None,
+    policy: PairingPolicy,
+    rules: Sequence[RoleRule] = DEFAULT_RULES,
+) -> Cohort:
+    """The outcomes (``labels``, default ``folder/labels.csv``) and each patient's baseline and
+    restaging files (CSV study UIDs, else ``policy``). ``OSError``/``ValueError`` name what is
+    wrong with the folder or the CSV."""
+    rows = read_labels(labels or folder / "labels.csv")
+    studies = scan_folder(folder)
+    cases = {p: timepoint_files(s, rows.get(p, {}), policy) for p, s in studies.items()}
+    return Cohort(rows, cases, tuple(rules))
+
+
+@dataclass(frozen=True)
 class _Job:
     patient_id: str
     files: dict[str, list[Path]]
@@ -169,9 +195,8 @@ def _prepare(job: _Job) -> tuple[str, CaseInputs | None, str]:
     if cached is not None and cached.is_file():
         return job.patient_id, CaseInputs.load(cached), ""
     try:
-        inputs = prepare_case(
-            job.files, job.config, job.rules, signatures=job.signatures, stacks=job.stacks
-        )
+        selected = {t: select_files(paths, job.rules) for t, paths in job.files.items()}
+        inputs = prepare_case(selected, job.config, signatures=job.signatures, stacks=job.stacks)
     except (InvalidInputError, PipelineInputError) as exc:
         return job.patient_id, None, str(exc)
     if cached is not None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.models_cli import ConfigOption
+from daemon.cli.common import ConfigOption, settings_or_exit
 
 
 def echo(
@@ -28,12 +28,11 @@ def echo(
     with --host/--port/--aec any DICOM node, e.g. the PACS. A larc serve with an allow-list
     must allow the calling AE title (--aet).
     """
-    from daemon.cli import _settings
     from dicom_io.errors import StorageError
     from dicom_io.scu import PacsNode
     from dicom_io.scu import echo as c_echo
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     scp = settings.scp
     wildcard = scp.bind_address in ("0.0.0.0", "::", "")  # noqa: S104 - not binding, reading
     bound = "127.0.0.1" if wildcard else scp.bind_address
@@ -58,11 +57,10 @@ def ping_workers(
     Exits 1 when the broker cannot be reached or no worker (on this host, with --this-host)
     answers.
     """
-    from daemon.cli import _settings
     from daemon.service import celery_config
     from workers.app import configure
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         app = configure(celery_config(settings))
         replies = app.control.ping(timeout=timeout_s)

@@ -1,8 +1,12 @@
-"""The index: SQLite (WAL) record of patients, studies, series, instances, rejections and audit.
+"""The index: SQLite (WAL) record of patients, studies, series, instances, cases, results,
+exports, rejections and audit.
 
 The index is the source of truth: a restarted daemon resumes from it. One connection is shared
 by the listener's threads behind a lock; every write is one transaction, committed (and synced,
-``synchronous=FULL``) before the caller acknowledges anything.
+``synchronous=FULL``) before the caller acknowledges anything. The rest of larc reads it through
+the named readers below (frozen rows from :mod:`daemon.index.rows`) and changes it through the
+named writers; every change of a case's state is checked against
+:data:`daemon.cases.TRANSITIONS` here, the one place states are written.
 """
 
 from __future__ import annotations
@@ -17,176 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.cases import case_fingerprint
+from daemon.cases import CaseState, case_fingerprint, check_transition
+from daemon.index.rows import (
+    CaseRow,
+    ExportRow,
+    ExportState,
+    InstanceRecord,
+    PatientRow,
+    RejectionRow,
+    ResultRow,
+    SeriesRow,
+    StoredInstance,
+    StudyRow,
+)
+from daemon.index.schema import create_or_upgrade
 
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS patients (
-    patient_id TEXT PRIMARY KEY,
-    patient_name TEXT,
-    birth_date TEXT,
-    sex TEXT,
-    first_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS studies (
-    study_uid TEXT PRIMARY KEY,
-    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
-    study_date TEXT,
-    study_time TEXT,
-    description TEXT,
-    accession_number TEXT,
-    first_received REAL NOT NULL,
-    last_received REAL NOT NULL,
-    stable_at REAL,
-    time_point_id TEXT,
-    timepoint TEXT,
-    timepoint_reason TEXT
-);
-CREATE TABLE IF NOT EXISTS series (
-    series_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
-    modality TEXT,
-    sop_class_uid TEXT,
-    series_number INTEGER,
-    description TEXT,
-    frame_of_reference_uid TEXT,
-    ignored_reason TEXT,
-    role TEXT,
-    role_reason TEXT,
-    b_values TEXT,
-    referenced_series_uid TEXT
-);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_uid TEXT PRIMARY KEY,
-    series_uid TEXT NOT NULL REFERENCES series(series_uid),
-    sop_class_uid TEXT NOT NULL,
-    instance_number INTEGER,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    transfer_syntax_uid TEXT,
-    calling_ae TEXT,
-    received_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
-CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
-CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(patient_id);
-CREATE TABLE IF NOT EXISTS rejections (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    calling_ae TEXT,
-    sop_class_uid TEXT,
-    sop_uid TEXT,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cases (
-    case_id TEXT PRIMARY KEY,
-    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
-    kind TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    baseline_study_uid TEXT,
-    restaging_study_uid TEXT,
-    inputs TEXT,
-    fingerprint TEXT,
-    updated_at REAL NOT NULL,
-    work_key TEXT,
-    task TEXT
-);
-CREATE TABLE IF NOT EXISTS case_history (
-    id INTEGER PRIMARY KEY,
-    case_id TEXT NOT NULL REFERENCES cases(case_id),
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    fingerprint TEXT,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS results (
-    work_key TEXT PRIMARY KEY,
-    case_id TEXT NOT NULL REFERENCES cases(case_id),
-    version INTEGER NOT NULL,
-    study_uid TEXT NOT NULL,
-    sr_sop_uid TEXT NOT NULL,
-    sr_series_uid TEXT NOT NULL,
-    scores TEXT NOT NULL,
-    files TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS exports (
-    id INTEGER PRIMARY KEY,
-    work_key TEXT NOT NULL REFERENCES results(work_key),
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    last_error TEXT,
-    sent_at REAL,
-    UNIQUE (work_key, destination)
-);
-CREATE TABLE IF NOT EXISTS duplicates (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    sop_uid TEXT NOT NULL,
-    old_sha256 TEXT NOT NULL,
-    new_sha256 TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    action TEXT NOT NULL,
-    calling_ae TEXT
-);
-CREATE TABLE IF NOT EXISTS readings (
-    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
-    vals TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reading_audit (
-    id INTEGER PRIMARY KEY,
-    case_id TEXT NOT NULL REFERENCES cases(case_id),
-    case_version INTEGER NOT NULL,
-    field TEXT NOT NULL,
-    old_value TEXT,
-    new_value TEXT,
-    who TEXT NOT NULL,
-    via TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cases_by_state ON cases(state);
-CREATE INDEX IF NOT EXISTS cases_by_patient ON cases(patient_id);
-CREATE INDEX IF NOT EXISTS results_by_case ON results(case_id, created_at);
-CREATE INDEX IF NOT EXISTS history_by_case ON case_history(case_id);
-CREATE INDEX IF NOT EXISTS exports_by_key ON exports(work_key);
-"""
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """What the index keeps of one received instance."""
-
-    patient_id: str
-    patient_name: str
-    birth_date: str
-    sex: str
-    study_uid: str
-    study_date: str
-    study_time: str
-    study_description: str
-    accession_number: str
-    time_point_id: str
-    series_uid: str
-    modality: str
-    series_number: int | None
-    series_description: str
-    frame_of_reference_uid: str
-    sop_class_uid: str
-    sop_uid: str
-    instance_number: int | None
-    transfer_syntax_uid: str
-    ignored_reason: str | None = None
+INDEX_FILE = "index.sqlite3"  # under storage.data_dir
 
 
 def _append_history(db: sqlite3.Connection, case_id: str, at: float) -> None:
@@ -210,30 +60,26 @@ class ReadingsSaved:
 class Index:
     """The SQLite index under the storage root."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """Open (creating or upgrading) the index at ``path``; ``read_only`` opens an existing
+        one for reading only, beside a running larc serve (``FileNotFoundError`` if none)."""
         self.path = path
         self._lock = threading.Lock()
+        if read_only:
+            if not path.exists():
+                raise FileNotFoundError(f"no index at {path}")
+            self._db = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
+            )
+            self._db.row_factory = sqlite3.Row
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        elif row["version"] in (1, 2):
-            if row["version"] == 1:  # 1 -> 2: cases remember their work key and task
-                self._db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
-                self._db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
-            # 2 -> 3: radiologist readings and their audit (new tables, created above)
-            self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-        elif row["version"] != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"index {path} has schema version {row['version']}, this larc expects "
-                f"{SCHEMA_VERSION}: upgrade larc or point storage.data_dir elsewhere"
-            )
+        create_or_upgrade(self._db, path)
 
     def close(self) -> None:
         """Close the connection."""
@@ -251,13 +97,10 @@ class Index:
                 raise
             self._db.execute("COMMIT")
 
-    def instance(self, sop_uid: str) -> sqlite3.Row | None:
+    def instance(self, sop_uid: str) -> StoredInstance | None:
         """The index row of an instance, or ``None``."""
-        with self._lock:
-            row: sqlite3.Row | None = self._db.execute(
-                "SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)
-            ).fetchone()
-        return row
+        rows = self._read("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return StoredInstance.from_row(rows[0]) if rows else None
 
     def record_instance(
         self, record: InstanceRecord, path: Path, size: int, sha256: str, calling_ae: str
@@ -352,11 +195,12 @@ class Index:
 
     # -- assembly, roles, timepoints, cases ----------------------------------------------------
 
-    def studies_due(self, quiet_since: float) -> list[sqlite3.Row]:
+    def studies_due(self, quiet_since: float) -> list[StudyRow]:
         """Studies not yet stable whose last instance arrived before ``quiet_since``."""
-        return self.query(
+        rows = self._read(
             "SELECT * FROM studies WHERE stable_at IS NULL AND last_received <= ?", (quiet_since,)
         )
+        return [StudyRow.from_row(r) for r in rows]
 
     def mark_stable(self, study_uid: str, at: float) -> None:
         """Record that a study became stable (unless an instance arrived meanwhile)."""
@@ -386,9 +230,18 @@ class Index:
             )
 
     def upsert_case(self, row: dict[str, Any], new_version: bool) -> None:
-        """Insert or update a case, adding a history entry for every state or version change."""
+        """Insert or update a case (the case builder's decision), adding a history entry when
+        ``new_version`` (a new case, version or state)."""
         now = time.time()
         with self._transaction() as db:
+            old = db.execute(
+                "SELECT state, version FROM cases WHERE case_id = ?", (row["case_id"],)
+            ).fetchone()
+            check_transition(
+                CaseState(old["state"]) if old else None,
+                CaseState(row["state"]),
+                new_version=old is not None and int(old["version"]) != int(row["version"]),
+            )
             db.execute(
                 "INSERT INTO cases (case_id, patient_id, kind, version, state, reason, "
                 "baseline_study_uid, restaging_study_uid, inputs, fingerprint, updated_at) "
@@ -419,15 +272,22 @@ class Index:
         self,
         case_id: str,
         version: int,
-        state: str,
+        state: CaseState,
         reason: str,
         work_key: str | None = None,
         task: str | None = None,
     ) -> bool:
         """Move one case version to ``state`` (with a history entry). ``False`` when the case
-        has moved on to another version meanwhile (the change is then dropped)."""
+        has moved on to another version meanwhile (the change is then dropped);
+        :class:`daemon.cases.InvalidTransitionError` when the table does not allow it."""
         now = time.time()
         with self._transaction() as db:
+            old = db.execute(
+                "SELECT state FROM cases WHERE case_id = ? AND version = ?", (case_id, version)
+            ).fetchone()
+            if old is None:
+                return False
+            check_transition(CaseState(old["state"]), CaseState(state))
             changed = db.execute(
                 "UPDATE cases SET state = ?, reason = ?, updated_at = ?, "
                 "work_key = COALESCE(?, work_key), task = COALESCE(?, task) "
@@ -453,33 +313,42 @@ class Index:
             if added:
                 db.executemany(
                     "INSERT INTO exports (work_key, destination, state, next_at) "
-                    "VALUES (?, ?, 'pending', ?)",
-                    [(row["work_key"], d, now) for d in destinations],
+                    "VALUES (?, ?, ?, ?)",
+                    [(row["work_key"], d, ExportState.PENDING, now) for d in destinations],
                 )
         return bool(added)
 
-    def update_export(self, export_id: int, state: str, attempts: int, next_at: float,
+    def update_export(self, export_id: int, state: ExportState, attempts: int, next_at: float,
                       error: str | None) -> None:  # fmt: skip
         """Record the outcome of one try of an export."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE exports SET state = ?, attempts = ?, next_at = ?, last_error = ?, "
-                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-                (state, attempts, next_at, error, state, time.time(), export_id),
+                "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
+                (
+                    state,
+                    attempts,
+                    next_at,
+                    error,
+                    state == ExportState.SENT,
+                    time.time(),
+                    export_id,
+                ),
             )
 
-    def series_of_study(self, study_uid: str) -> list[sqlite3.Row]:
-        """A study's series in series-number order, each with its instance count (``n``)."""
-        return self.query(
-            "SELECT r.*, COUNT(i.sop_uid) AS n FROM series r LEFT JOIN instances i "
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """A study's series in series-number order, each with its instance count."""
+        rows = self._read(
+            "SELECT r.*, COUNT(i.sop_uid) AS instances FROM series r LEFT JOIN instances i "
             "USING (series_uid) WHERE r.study_uid = ? GROUP BY r.series_uid "
-            "ORDER BY r.series_number",
+            "ORDER BY r.series_number, r.series_uid",
             (study_uid,),
         )
+        return [SeriesRow.from_row(r) for r in rows]
 
     def readings(self, case_id: str) -> dict[str, str]:
         """The radiologist-read values entered for a case (feature name -> value as entered)."""
-        rows = self.query("SELECT vals FROM readings WHERE case_id = ?", (case_id,))
+        rows = self._read("SELECT vals FROM readings WHERE case_id = ?", (case_id,))
         return dict(json.loads(rows[0]["vals"])) if rows else {}
 
     def save_readings(
@@ -514,15 +383,16 @@ class Index:
                 (case_id, json.dumps(new, sort_keys=True), now, who),
             )
             fingerprint = case_fingerprint(json.loads(case["inputs"] or "{}"), new)
-            rescore = case["state"] != "waiting"
+            rescore = case["state"] != CaseState.WAITING
             if rescore:
                 version += 1
+                check_transition(CaseState(case["state"]), CaseState.READY, new_version=True)
                 listed = ", ".join(f"{n} {o or '-'} -> {v or '-'}" for n, o, v in changes)
                 db.execute(
-                    "UPDATE cases SET version = ?, state = 'ready', reason = ?, fingerprint = ?, "
+                    "UPDATE cases SET version = ?, state = ?, reason = ?, fingerprint = ?, "
                     "updated_at = ? WHERE case_id = ?",
-                    (version, f"re-scoring: readings changed ({listed})", fingerprint, now,
-                     case_id),
+                    (version, CaseState.READY, f"re-scoring: readings changed ({listed})",
+                     fingerprint, now, case_id),
                 )  # fmt: skip
                 _append_history(db, case_id, now)
             else:
@@ -536,7 +406,147 @@ class Index:
             )
         return ReadingsSaved(version, changes, rescore)
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        """Read-only query for status reports and tests."""
+    # -- named readers ---------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
+
+    def patients(self) -> list[PatientRow]:
+        """Every patient, by patient id."""
+        return [PatientRow.from_row(r) for r in self._read("SELECT * FROM patients ORDER BY 1")]
+
+    def studies_of_patient(self, patient_id: str, stable_only: bool = False) -> list[StudyRow]:
+        """A patient's studies by date, each with its instance count."""
+        sql = (
+            "SELECT s.*, (SELECT COUNT(*) FROM instances i JOIN series r USING (series_uid) "
+            "WHERE r.study_uid = s.study_uid) AS instances FROM studies s WHERE patient_id = ? "
+        )
+        if stable_only:
+            sql += "AND stable_at IS NOT NULL "
+        rows = self._read(sql + "ORDER BY study_date, study_time, study_uid", (patient_id,))
+        return [StudyRow.from_row(r) for r in rows]
+
+    def has_unstable_study(self, patient_id: str | None = None) -> bool:
+        """Whether a study (of ``patient_id``, or any) is still receiving."""
+        sql = "SELECT 1 FROM studies WHERE stable_at IS NULL"
+        if patient_id is None:
+            return bool(self._read(sql + " LIMIT 1"))
+        return bool(self._read(sql + " AND patient_id = ? LIMIT 1", (patient_id,)))
+
+    def study_uids_of_patient(self, patient_id: str) -> set[str]:
+        """The Study Instance UIDs held for a patient."""
+        rows = self._read("SELECT study_uid FROM studies WHERE patient_id = ?", (patient_id,))
+        return {r["study_uid"] for r in rows}
+
+    def series(self, series_uid: str) -> SeriesRow | None:
+        """One series with its instance count, or ``None``."""
+        rows = self._read(
+            "SELECT r.*, COUNT(i.sop_uid) AS instances FROM series r LEFT JOIN instances i "
+            "USING (series_uid) WHERE r.series_uid = ? GROUP BY r.series_uid",
+            (series_uid,),
+        )
+        return SeriesRow.from_row(rows[0]) if rows else None
+
+    def instance_paths(self, series_uid: str) -> list[Path]:
+        """The stored files of a series, in instance-number order."""
+        rows = self._read(
+            "SELECT path FROM instances WHERE series_uid = ? ORDER BY instance_number, sop_uid",
+            (series_uid,),
+        )
+        return [Path(r["path"]) for r in rows]
+
+    def first_instance(self, series_uid: str) -> StoredInstance | None:
+        """The series' first instance by number (then UID), or ``None``."""
+        rows = self._read(
+            "SELECT * FROM instances WHERE series_uid = ? ORDER BY instance_number, sop_uid "
+            "LIMIT 1",
+            (series_uid,),
+        )
+        return StoredInstance.from_row(rows[0]) if rows else None
+
+    def case(self, case_id: str) -> CaseRow | None:
+        """One case, or ``None``."""
+        rows = self._read("SELECT * FROM cases WHERE case_id = ?", (case_id,))
+        return CaseRow.from_row(rows[0]) if rows else None
+
+    def cases(
+        self, *states: CaseState, patient_id: str | None = None, with_task: bool = False
+    ) -> list[CaseRow]:
+        """Cases in any of ``states`` (all when none given), of ``patient_id`` when given,
+        only those handed to an executor when ``with_task``; oldest change first."""
+        where, params = [], []
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params += [str(s) for s in states]
+        if patient_id is not None:
+            where.append("patient_id = ?")
+            params.append(patient_id)
+        if with_task:
+            where.append("task IS NOT NULL")
+        # only constant fragments and ? placeholders are joined: values travel as parameters
+        sql = "SELECT * FROM cases" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+        rows = self._read(sql + " ORDER BY updated_at, case_id", tuple(params))
+        return [CaseRow.from_row(r) for r in rows]
+
+    def case_states(self) -> list[CaseState]:
+        """The state of every case (for progress checks)."""
+        return [CaseState(r["state"]) for r in self._read("SELECT state FROM cases")]
+
+    def version_started_at(self, case_id: str, version: int) -> float | None:
+        """When a case version first entered its history (it became ready or waiting)."""
+        rows = self._read(
+            "SELECT MIN(at) AS at FROM case_history WHERE case_id = ? AND version = ?",
+            (case_id, version),
+        )
+        return float(rows[0]["at"]) if rows and rows[0]["at"] is not None else None
+
+    def result(self, work_key: str) -> ResultRow | None:
+        """The result stored under a work key, or ``None``."""
+        rows = self._read("SELECT * FROM results WHERE work_key = ?", (work_key,))
+        return ResultRow.from_row(rows[0]) if rows else None
+
+    def latest_result(self, case_id: str, other_than: str | None = None) -> ResultRow | None:
+        """A case's newest result (other than work key ``other_than``), or ``None``."""
+        rows = self._read(
+            "SELECT * FROM results WHERE case_id = ? AND work_key != ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (case_id, other_than or ""),
+        )
+        return ResultRow.from_row(rows[0]) if rows else None
+
+    _EXPORTS = (
+        "SELECT e.*, r.files, r.case_id, r.version FROM exports e JOIN results r USING (work_key)"
+    )
+
+    def exports_of(self, work_key: str) -> list[ExportRow]:
+        """The exports of one result, in the order they were queued."""
+        rows = self._read(self._EXPORTS + " WHERE e.work_key = ? ORDER BY e.id", (work_key,))
+        return [ExportRow.from_row(r) for r in rows]
+
+    def exports_due(self, now: float) -> list[ExportRow]:
+        """Pending exports whose next try is due."""
+        rows = self._read(
+            self._EXPORTS + " WHERE e.state = ? AND e.next_at <= ? ORDER BY e.id",
+            (ExportState.PENDING, now),
+        )
+        return [ExportRow.from_row(r) for r in rows]
+
+    def exports_in(self, *states: ExportState) -> list[ExportRow]:
+        """Exports in any of ``states``."""
+        rows = self._read(
+            self._EXPORTS + f" WHERE e.state IN ({', '.join('?' * len(states))}) ORDER BY e.id",
+            tuple(str(s) for s in states),
+        )
+        return [ExportRow.from_row(r) for r in rows]
+
+    def recent_rejections(self, limit: int = 20) -> list[RejectionRow]:
+        """The latest refused instances, newest first."""
+        rows = self._read("SELECT * FROM rejections ORDER BY id DESC LIMIT ?", (limit,))
+        return [RejectionRow.from_row(r) for r in rows]
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Raw read-only SQL: for the web read model (:mod:`daemon.web.queries`,
+        :mod:`daemon.web.monitor`), tests and one-off reports. Everything else reads through the
+        named readers above."""
+        return self._read(sql, params)

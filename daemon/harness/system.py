@@ -1,9 +1,10 @@
 """The harness: larc as a hospital runs it, on one machine, on free loopback ports.
 
-A real Orthanc (Debian package) plays the PACS with the configuration kept in
-``deploy/orthanc/`` (its Lua script forwards every stable MR study with its RTSTRUCT/SEG to
-larc; larc is declared as a modality, so C-MOVE of priors works), a private Redis is the
-broker, ``larc serve`` is the daemon (priors from and results to the Orthanc) and one or more
+A real Orthanc (Debian package) plays the PACS with the configuration shipped in
+``daemon/harness/orthanc/`` (``deploy/orthanc/`` links to it; its Lua script forwards every
+stable MR study with its RTSTRUCT/SEG to larc; larc is declared as a modality, so C-MOVE of
+priors works), a private Redis is the broker, ``larc serve`` is the daemon (priors from and
+results to the Orthanc) and one or more
 ``larc worker`` processes score. Everything is started by this module and stopped by PID,
 leaving no process behind. Used by ``larc harness``, the end-to-end tests and the benchmarks.
 """
@@ -26,46 +27,11 @@ from typing import Any
 import yaml
 
 from daemon.cases import FINISHED
-from dicom_io.peers import Orthanc, free_port, stop_process, store_files, wait_for_port
+from daemon.harness.peers import Orthanc, Redis, free_port, store_files, wait_for_port
+from daemon.index import INDEX_FILE, Index
 
-REDIS_SERVER = "/usr/bin/redis-server"
-DEPLOY_ORTHANC = Path(__file__).resolve().parents[1] / "deploy" / "orthanc" / "orthanc.json"
+ORTHANC_CONFIG = Path(__file__).resolve().parent / "orthanc" / "orthanc.json"  # package data
 LARC = str(Path(sys.executable).parent / "larc")
-
-
-@dataclass
-class Redis:
-    """redis-server (Debian package) on a free loopback port; nothing persisted."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        """The broker URL for larc (``broker.url``)."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        """Stop Redis by its PID."""
-        stop_process(self.proc)
-
-    @classmethod
-    def start(cls, folder: Path) -> Redis:
-        """Start redis-server on a free port, its log and working folder in ``folder``."""
-        if not Path(REDIS_SERVER).exists():
-            raise FileNotFoundError(f"{REDIS_SERVER} not found: install the package redis-server")
-        folder.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(folder)]
-        with (folder / "redis.log").open("wb") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc)
-        except (RuntimeError, TimeoutError):
-            stop_process(proc)
-            raise
-        return cls(port, proc)
 
 
 @dataclass
@@ -115,26 +81,25 @@ def start_larc(
 
 
 def read_index(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of the index under ``data_dir``, read-only, while larc serve runs (empty while the
-    index does not exist yet or is being created)."""
-    path = data_dir / "index.sqlite3"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
+    """Rows of ad-hoc read-only SQL on the index under ``data_dir`` while larc serve runs
+    (tests and benchmarks; empty while the index does not exist yet or is being created)."""
     try:
-        return [dict(row) for row in db.execute(sql, params)]
+        index = Index(data_dir / INDEX_FILE, read_only=True)
+    except FileNotFoundError:
+        return []
+    try:
+        return [dict(row) for row in index.query(sql, params)]
     except sqlite3.OperationalError:  # being created
         return []
     finally:
-        db.close()
+        index.close()
 
 
 @dataclass
 class HarnessSpec:
     """What the harness runs.
 
-    ``forward``: load deploy/orthanc's Lua forwarding (off: Orthanc only answers C-FIND/C-MOVE
+    ``forward``: load the shipped Lua forwarding (off: Orthanc only answers C-FIND/C-MOVE
     and receives results). ``workers`` larc worker processes on Redis, or none: the daemon then
     scores in its own threads (embedded default, no Redis started).
     """
@@ -196,9 +161,9 @@ class Harness:
 
     def _start(self) -> None:
         spec = self.spec
-        if not DEPLOY_ORTHANC.exists():
+        if not ORTHANC_CONFIG.exists():
             raise FileNotFoundError(
-                f"{DEPLOY_ORTHANC} not found: the harness runs from a source checkout of larc"
+                f"{ORTHANC_CONFIG} not found: reinstall larc (the file ships in its package)"
             )
         self.daemon_port = free_port()
         self.web_port = free_port()
@@ -208,7 +173,7 @@ class Harness:
         self.orthanc = Orthanc.start(
             self.folder / "orthanc",
             modalities={"larc": ["LARC", "127.0.0.1", self.daemon_port]},
-            base_config=DEPLOY_ORTHANC,
+            base_config=ORTHANC_CONFIG,
             **extra,
         )
         if spec.workers > 0:
@@ -312,10 +277,18 @@ class Harness:
         and every case is finished (exported, failed, failed-export or waiting for an input)."""
         if self.pacs_busy():
             return False
-        if self.query("SELECT 1 FROM studies WHERE stable_at IS NULL LIMIT 1"):
+        try:
+            index = Index(self.data_dir / INDEX_FILE, read_only=True)
+        except FileNotFoundError:
+            return True  # nothing received yet
+        try:
+            if index.has_unstable_study():
+                return False
+            return all(state in FINISHED for state in index.case_states())
+        except sqlite3.OperationalError:  # being created
             return False
-        cases = self.query("SELECT state FROM cases")
-        return all(c["state"] in FINISHED for c in cases)
+        finally:
+            index.close()
 
     def wait_settled(self, timeout_s: float = 600, quiet_s: float = 3.0) -> None:
         """Wait until :meth:`settled` has held for ``quiet_s`` seconds in a row."""

@@ -1,6 +1,6 @@
 """Training on a hospital's labelled cohort: ``larc train signatures``.
 
-Reads the cohort (:mod:`pipeline.cohort`), prepares every patient once with
+Reads the cohort (:mod:`pipeline.training.cohort`), prepares every patient once with
 :func:`pipeline.case.prepare_case` (the function scoring uses too), holds out a stratified test
 split if asked, and trains each requested signature network with k-fold out-of-fold
 predictions plus a final network. Writes, under the output folder:
@@ -31,11 +31,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from dicom_io.roles import DEFAULT_RULES, RoleRule
-from pipeline.case import SIGNATURES, CaseInputs
-from pipeline.cohort import prepare_cohort
+from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
-from pipeline.networks import device, predict_probability, save_weights
-from pipeline.signatures import Progress, SignatureTraining, cross_validate, to_tensor
+from pipeline.kinds import SIGNATURES
+from pipeline.networks import device, predict_probability, save_weights, to_tensor
+from pipeline.training.cohort import prepare_cohort
+from pipeline.training.networks import Progress, SignatureTraining, cross_validate
 
 log = logging.getLogger(__name__)
 

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from daemon.cli.common import ConfigOption, progress_bars, settings_or_exit
+
+if TYPE_CHECKING:
+    from pipeline.training.cohort import Cohort
 
 train_app = typer.Typer(
     help="Train models on a labelled cohort (research use only).", no_args_is_help=True
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        envvar="LARC_CONFIG",
-        help="YAML configuration (pairing and role rules are taken from it).",
-    ),
-]
 
 CohortOption = Annotated[
     Path, typer.Option(help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth).")
@@ -44,67 +37,23 @@ WorkersOption = Annotated[
 ]
 
 
-@dataclass
-class _Cohort:
-    rows: dict[str, dict[str, str]]
-    cases: dict[str, dict[str, list[Path]]]
-    rules: tuple[Any, ...]
+def _load_cohort(cohort: Path, labels: Path | None, config: Path | None) -> Cohort:
+    """The cohort with pairing and role rules from the configuration; exit 2 when unreadable."""
+    from dicom_io.roles import load_rules
+    from pipeline.training.cohort import load_cohort
 
-
-def _load_cohort(cohort: Path, labels: Path | None, config: Path | None) -> _Cohort:
-    """Outcomes, each patient's baseline/restaging files (pairing from the configuration)."""
-    from daemon.assembly import load_rules
-    from daemon.cli import _settings
-    from dicom_io.pairing import PairingPolicy
-    from pipeline.cohort import read_labels, scan_folder, timepoint_files
-
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
-        rows = read_labels(labels or cohort / "labels.csv")
-        studies = scan_folder(cohort)
+        return load_cohort(
+            cohort, labels, settings.pairing.policy(), load_rules(settings.roles.rules_file)
+        )
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    pairing = settings.pairing
-    policy = PairingPolicy(
-        pairing.restaging_pattern,
-        pairing.baseline_pattern,
-        pairing.min_interval_days,
-        pairing.max_interval_days,
-    )
-    cases = {p: timepoint_files(s, rows.get(p, {}), policy) for p, s in studies.items()}
-    return _Cohort(rows, cases, load_rules(settings.roles.rules_file))
-
-
-@contextmanager
-def _progress(patients: int) -> Iterator[tuple[Callable[[int, int], None], Any]]:
-    """(callback for prepared patients, callback for training epochs) drawing rich bars."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        transient=False,
-    ) as bar:
-        prep = bar.add_task("preparing images", total=patients, note="")
-        tasks: dict[str, Any] = {}
-
-        def prepared(done: int, total: int) -> None:
-            bar.update(prep, completed=done, total=total)
-
-        def epoch(name: str, n: int, total: int, loss: float) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total, note="")
-            bar.update(tasks[name], completed=n, note=f"val loss {loss:.3f}")
-
-        yield prepared, epoch
 
 
 def _signature_names(text: str) -> tuple[str, ...]:
-    from pipeline.case import SIGNATURES
+    from pipeline.kinds import SIGNATURES
 
     if text.strip() == "all":
         return SIGNATURES
@@ -172,10 +121,10 @@ def signatures(
     """
     from pydantic import ValidationError
 
-    from pipeline.cohort import good_response
     from pipeline.config import PreprocessConfig
-    from pipeline.signatures import SignatureTraining
-    from pipeline.train import SignatureRun, train_signatures
+    from pipeline.training.cohort import good_response
+    from pipeline.training.networks import SignatureTraining
+    from pipeline.training.signatures import SignatureRun, train_signatures
 
     names = _signature_names(signature)
     try:
@@ -210,7 +159,7 @@ def signatures(
         workers=workers or None,
         rules=data.rules,
     )
-    with _progress(len(data.cases)) as (prepared, epoch):
+    with progress_bars(len(data.cases)) as (prepared, epoch):
         summary = train_signatures(data.cases, outcomes, run, progress=epoch, prepared=prepared)
     for name, result in summary["signatures"].items():
         if result["trained"]:
@@ -277,8 +226,8 @@ def models(
     from pydantic import ValidationError
 
     from pipeline.config import PreprocessConfig
-    from pipeline.signatures import SignatureTraining
-    from pipeline.train_models import ModelRun, train_models
+    from pipeline.training.bundle import ModelRun, train_models
+    from pipeline.training.networks import SignatureTraining
 
     try:
         preprocess = PreprocessConfig(
@@ -308,7 +257,7 @@ def models(
     )
     typer.echo(f"{len(data.cases)} patients with images; training a bundle into {out}", err=True)
     try:
-        with _progress(len(data.cases)) as (prepared, epoch):
+        with progress_bars(len(data.cases)) as (prepared, epoch):
             manifest = train_models(data.cases, data.rows, run, progress=epoch, prepared=prepared)
     except ValueError as exc:
         typer.echo(f"error: cannot train: {exc}", err=True)
@@ -345,9 +294,9 @@ def evaluate(
     group and subtype with log-rank p, NRI and IDI of the nomogram versus the clinical model.
     """
     from pipeline.bundle import Bundle
-    from pipeline.evaluate import evaluate as run_evaluation
-    from pipeline.evaluate import score_cohort
     from pipeline.manifest import BundleError
+    from pipeline.training.evaluate import evaluate as run_evaluation
+    from pipeline.training.evaluate import score_cohort
 
     try:
         loaded = Bundle.load(bundle)
@@ -355,7 +304,7 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     data = _load_cohort(cohort, labels, config)
-    with _progress(len(data.cases)) as (prepared, _):
+    with progress_bars(len(data.cases)) as (prepared, _):
         scores, _inputs, skipped = score_cohort(
             loaded, data.cases, data.rows, held_out_only, workers or None, prepared=prepared
         )

@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli import _synth
-from daemon.demo import _demo_bundle
+from daemon.cli.common import demo_bundle, write_synthetic_cohort
 from daemon.logs import configure_logging
 
 
@@ -80,14 +79,14 @@ def harness(
             if child.name not in ("bundle", "bundle.prepared"):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    bundle = bundle or _demo_bundle(folder)
+    bundle = bundle or demo_bundle(folder)
     sources: list[Path] = []
     if cohort is not None:
         sources = [cohort]
     elif patients:
         generated = folder / "cohort"
-        _synth(generated, patients, seed=0, matrix=matrix, slices=24, missing_fraction=0.15,
-               seg_fraction=0.4, workers=0)  # fmt: skip
+        write_synthetic_cohort(generated, patients, seed=0, matrix=matrix, slices=24,
+                               missing_fraction=0.15, seg_fraction=0.4, workers=0)  # fmt: skip
         sources = sorted(p for p in generated.iterdir() if p.is_dir())  # patient folders
     spec = HarnessSpec(
         folder=folder,

@@ -204,3 +204,41 @@ def store_files(
         check=False,
         env=NODELAY_ENV,
     )
+
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+@dataclass
+class Redis:
+    """redis-server (Debian package) on a free loopback port; nothing persisted."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """The broker URL for larc (``broker.url``)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """Stop Redis by its PID."""
+        stop_process(self.proc)
+
+    @classmethod
+    def start(cls, folder: Path) -> Redis:
+        """Start redis-server on a free port, its log and working folder in ``folder``."""
+        if not Path(REDIS_SERVER).exists():
+            raise FileNotFoundError(f"{REDIS_SERVER} not found: install the package redis-server")
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(folder)]
+        with (folder / "redis.log").open("wb") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc)
+        except (RuntimeError, TimeoutError):
+            stop_process(proc)
+            raise
+        return cls(port, proc)

@@ -1,0 +1,170 @@
+"""The index's tables and their upgrades: the schema every larc writes, and how an older
+index becomes this one (in place, at open)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS patients (
+    patient_id TEXT PRIMARY KEY,
+    patient_name TEXT,
+    birth_date TEXT,
+    sex TEXT,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    study_date TEXT,
+    study_time TEXT,
+    description TEXT,
+    accession_number TEXT,
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    stable_at REAL,
+    time_point_id TEXT,
+    timepoint TEXT,
+    timepoint_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT,
+    sop_class_uid TEXT,
+    series_number INTEGER,
+    description TEXT,
+    frame_of_reference_uid TEXT,
+    ignored_reason TEXT,
+    role TEXT,
+    role_reason TEXT,
+    b_values TEXT,
+    referenced_series_uid TEXT
+);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    sop_class_uid TEXT NOT NULL,
+    instance_number INTEGER,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    transfer_syntax_uid TEXT,
+    calling_ae TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
+CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(patient_id);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    calling_ae TEXT,
+    sop_class_uid TEXT,
+    sop_uid TEXT,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    baseline_study_uid TEXT,
+    restaging_study_uid TEXT,
+    inputs TEXT,
+    fingerprint TEXT,
+    updated_at REAL NOT NULL,
+    work_key TEXT,
+    task TEXT
+);
+CREATE TABLE IF NOT EXISTS case_history (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    fingerprint TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    work_key TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    version INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    sr_sop_uid TEXT NOT NULL,
+    sr_series_uid TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    files TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY,
+    work_key TEXT NOT NULL REFERENCES results(work_key),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    sent_at REAL,
+    UNIQUE (work_key, destination)
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    sop_uid TEXT NOT NULL,
+    old_sha256 TEXT NOT NULL,
+    new_sha256 TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    calling_ae TEXT
+);
+CREATE TABLE IF NOT EXISTS readings (
+    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
+    vals TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reading_audit (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    case_version INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    old_value TEXT,
+    new_value TEXT,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_by_state ON cases(state);
+CREATE INDEX IF NOT EXISTS cases_by_patient ON cases(patient_id);
+CREATE INDEX IF NOT EXISTS results_by_case ON results(case_id, created_at);
+CREATE INDEX IF NOT EXISTS history_by_case ON case_history(case_id);
+CREATE INDEX IF NOT EXISTS exports_by_key ON exports(work_key);
+"""
+
+
+def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables, or upgrade an index an older larc wrote; ``RuntimeError`` for an
+    index of a newer larc."""
+    db.executescript(SCHEMA)
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    if row is None:
+        db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] in (1, 2):
+        if row[0] == 1:  # 1 -> 2: cases remember their work key and task
+            db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
+            db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
+        # 2 -> 3: radiologist readings and their audit (new tables, created above)
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    elif row[0] != SCHEMA_VERSION:
+        raise RuntimeError(
+            f"index {path} has schema version {row[0]}, this larc expects "
+            f"{SCHEMA_VERSION}: upgrade larc or point storage.data_dir elsewhere"
+        )

@@ -1,0 +1,207 @@
+"""Dispatch: ready cases become work for the workers, and their results come back.
+
+A case moves ``ready`` -> ``queued`` -> ``running`` -> ``done`` (results stored under
+``<data_dir>/results/``, its exports queued), or to ``failed`` with the stage and reason; the
+exporter (:mod:`daemon.export`) takes it from ``done``. The index is the queue: a restarted
+daemon picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from daemon.cases import CaseState
+from daemon.index import CaseRow, Index
+from daemon.scoring.executors import Executor, WorkState
+from daemon.scoring.model import ModelInfo
+from daemon.scoring.work_order import WorkOrders
+from dicom_io.errors import InvalidInputError
+from dicom_io.storage import InstanceStore
+from pipeline.errors import PipelineInputError
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = "results"
+
+
+class Dispatcher:
+    """Ready cases -> work orders -> executor -> results; a loop in a thread."""
+
+    def __init__(
+        self,
+        index: Index,
+        data_dir: Path,
+        model: ModelInfo,
+        executor: Executor,
+        destinations: Sequence[str],
+        manufacturer: str,
+        lease_s: float,
+        embedded: bool,
+        on_result: Callable[[], None] | None = None,
+    ) -> None:
+        """``destinations``: the export destinations each result is queued for;
+        ``on_result``: called after a result is stored (the exporter's wake-up)."""
+        self.index = index
+        self.data_dir = data_dir
+        self.model = model
+        self.executor = executor
+        self.destinations = list(destinations)
+        self.orders = WorkOrders(index, model, manufacturer)
+        self.lease_s = lease_s
+        self.embedded = embedded
+        self.on_result = on_result
+        self.results = InstanceStore(data_dir / RESULTS_DIR)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def requeue_stale(self, now: float | None = None) -> int:
+        """Queue again the cases whose work was lost: every queued/running one in embedded
+        mode (its threads died with the process), those past the lease with a broker."""
+        now = time.time() if now is None else now
+        count = 0
+        for case in self.index.cases(CaseState.QUEUED, CaseState.RUNNING):
+            if self.embedded or case.updated_at < now - self.lease_s:
+                reason = "queued again: its work was lost when larc stopped"
+                if self.index.set_case_state(case.case_id, case.version, CaseState.READY, reason):
+                    count += 1
+        if count:
+            logger.warning("%d case(s) queued again after a restart", count)
+        return count
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Dispatch ready cases and collect finished work."""
+        for case in self.index.cases(CaseState.READY):
+            if self._stop.is_set():
+                return
+            self._dispatch(case)
+            self._collect()
+        self._collect()
+
+    def _dispatch(self, case: CaseRow) -> None:
+        try:
+            payload = self.orders.build(case)
+        except (PipelineInputError, InvalidInputError, OSError) as exc:
+            self.index.set_case_state(
+                case.case_id, case.version, CaseState.FAILED, f"prepare: {exc}"
+            )
+            logger.error("case %s failed while preparing its inputs: %s", case.case_id, exc)
+            return
+        if self.index.result(payload.key) is not None:
+            self._after_result(case.case_id, case.version, payload.key)  # done before
+            return
+        handle = self.executor.submit(payload.to_json())
+        if self.index.set_case_state(
+            case.case_id, case.version, CaseState.QUEUED, f"queued for {self.model.label}",
+            payload.key, handle,
+        ):  # fmt: skip
+            logger.info("case %s version %d queued", case.case_id, case.version)
+
+    def _collect(self) -> None:
+        for case in self.index.cases(CaseState.QUEUED, CaseState.RUNNING, with_task=True):
+            poll = self.executor.poll(case.task or "")
+            case_id, version = case.case_id, case.version
+            if poll.state == WorkState.RUNNING and case.state == CaseState.QUEUED:
+                self.index.set_case_state(case_id, version, CaseState.RUNNING, "scoring")
+            elif poll.state == WorkState.LOST:
+                self.index.set_case_state(
+                    case_id, version, CaseState.READY, "queued again: work lost"
+                )
+            elif poll.state == WorkState.FAILED:
+                self._failed(case_id, version, f"worker error: {poll.error}")
+            elif poll.state == WorkState.DONE and poll.result is not None:
+                if poll.result.get("failed"):
+                    self._failed(case_id, version, str(poll.result["failed"]))
+                else:
+                    self._store(case, poll.result)
+
+    def _failed(self, case_id: str, version: int, reason: str) -> None:
+        self.index.set_case_state(case_id, version, CaseState.FAILED, reason)
+        logger.error("case %s version %d failed: %s", case_id, version, reason)
+
+    def _store(self, case: CaseRow, result: dict[str, Any]) -> None:
+        key = case.work_key or ""
+        files: list[str] = []
+        sr: dict[str, str] = {}
+        for obj in result["objects"]:
+            data = base64.b64decode(obj["data"])
+            ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data), stop_before_pixels=True)
+            path = self.results.path_for(
+                str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+            )
+            self.results.write(path, data)
+            files.append(str(path.relative_to(self.data_dir)))
+            if obj["name"] == "sr":
+                sr = {
+                    "sop": str(ds.SOPInstanceUID),
+                    "series": str(ds.SeriesInstanceUID),
+                    "study": str(ds.StudyInstanceUID),
+                }
+        self.index.record_result(
+            {
+                "work_key": key,
+                "case_id": case.case_id,
+                "version": case.version,
+                "study_uid": sr["study"],
+                "sr_sop_uid": sr["sop"],
+                "sr_series_uid": sr["series"],
+                "scores": json.dumps(result["scores"], sort_keys=True),
+                "files": "\n".join(files),
+            },
+            self.destinations,
+        )
+        self._after_result(case.case_id, case.version, key)
+
+    def _after_result(self, case_id: str, version: int, key: str) -> None:
+        stored = self.index.result(key)
+        count = len(stored.files) if stored else 0
+        self.index.set_case_state(
+            case_id, version, CaseState.DONE, f"scored: {count} result objects stored",
+            work_key=key,
+        )  # fmt: skip
+        logger.info("case %s version %d scored", case_id, version)
+        if self.on_result is not None:
+            self.on_result()
+
+    # -- background loop -----------------------------------------------------------------------
+
+    def wake(self, *_args: object) -> None:
+        """Look for ready cases now (the assembler calls this)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Re-queue lost work, then run :meth:`run_once` every second or when woken."""
+        self.requeue_stale()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:  # keep dispatching; the next pass retries
+                    logger.exception("dispatch pass failed")
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop and stop taking work."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.executor.shutdown()

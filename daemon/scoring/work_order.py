@@ -1,0 +1,145 @@
+"""A case's work order: everything a worker needs, nothing it must fetch.
+
+The daemon holds the DICOM files, so it prepares the case's model inputs itself (science
+preprocessing, a few seconds of CPU) from exactly the series the case recorded
+(:func:`daemon.cases.recorded_series`: the selection made when the case was decided, which is
+what its fingerprint covers), and adds the DICOM headers its results reference: the source
+images of the heat maps, the tumour masks, the study the results go into, and the SR it
+supersedes. Workers need the model bundle, not the storage (:mod:`workers.payload`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from typing import Any
+
+import pydicom
+
+from daemon.cases import recorded_series
+from daemon.index import CaseRow, Index
+from daemon.scoring.model import ModelInfo
+from dicom_io.roles import SeriesRole
+from dicom_io.selection import SelectedStudy, SeriesFiles
+from pipeline.case import prepare_case
+from pipeline.errors import PipelineInputError
+from workers.payload import CasePayload, header, idempotency_key
+
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _reference(ds: pydicom.Dataset) -> dict[str, str]:
+    return {
+        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "study_instance_uid": str(ds.StudyInstanceUID),
+    }
+
+
+class WorkOrders:
+    """Builds :class:`CasePayload` s from the index and the stored files."""
+
+    def __init__(self, index: Index, model: ModelInfo, manufacturer: str) -> None:
+        self.index = index
+        self.model = model
+        self.manufacturer = manufacturer
+
+    def key(self, case: CaseRow) -> str:
+        """The case version's work key (inputs, readings and model; see the payload module)."""
+        return idempotency_key(case.case_id, case.fingerprint or "", self.model.label)
+
+    def selected(self, case: CaseRow) -> dict[str, SelectedStudy]:
+        """The case's recorded series, as files, per timepoint."""
+        out: dict[str, SelectedStudy] = {}
+        for timepoint, recorded in recorded_series(case.inputs, case.kind).items():
+            images = {
+                role: SeriesFiles(uid, role, tuple(self.index.instance_paths(uid)))
+                for role, uid in recorded.images.items()
+            }
+            masks = []
+            for uid, referenced in recorded.masks.items():
+                row = self.index.series(uid)
+                if row is None or row.role not in (SeriesRole.RTSTRUCT, SeriesRole.SEG):
+                    continue
+                paths = tuple(self.index.instance_paths(uid))
+                masks.append(SeriesFiles(uid, SeriesRole(row.role), paths, referenced))
+            out[timepoint] = SelectedStudy(images, tuple(masks))
+        return out
+
+    def _header(self, sop_uid: str) -> dict[str, Any] | None:
+        row = self.index.instance(sop_uid)
+        if row is None:
+            return None
+        return header(pydicom.dcmread(row.path, stop_before_pixels=True))
+
+    def _first_header(self, series_uid: str) -> dict[str, Any] | None:
+        row = self.index.first_instance(series_uid)
+        return header(pydicom.dcmread(row.path, stop_before_pixels=True)) if row else None
+
+    def build(self, case: CaseRow) -> CasePayload:
+        """Prepare the case's inputs and gather what the workers need (see the module doc).
+
+        Raises ``PipelineInputError``, ``InvalidInputError`` or ``OSError`` when the case
+        cannot be prepared."""
+        kind = case.kind
+        selected = self.selected(case)
+        inputs = prepare_case(
+            selected, self.model.preprocess, signatures=kind.signatures, stacks=kind.stacks
+        )
+        evidence: list[dict[str, Any]] = []
+        for item in inputs.slices.values():
+            found = self._header(item.sop_instance_uid) if item.sop_instance_uid else None
+            if found is not None:
+                evidence.append(found)
+        masks: dict[str, dict[str, str]] = {}
+        for timepoint, recorded in recorded_series(case.inputs, kind).items():
+            t2w = recorded.images.get(SeriesRole.T2W_AX)
+            mask = next((m for m, ref in recorded.masks.items() if ref == t2w), None)
+            found = self._first_header(mask) if mask else None
+            if found is not None:
+                evidence.append(found)
+                masks[timepoint] = _reference(pydicom.Dataset.from_json(found))
+        target_study = (
+            case.restaging_study_uid if kind.target == "restaging" else case.baseline_study_uid
+        )
+        target = next(
+            (e for e in evidence if pydicom.Dataset.from_json(e).StudyInstanceUID == target_study),
+            None,
+        )
+        if target is None:
+            t2w_series = selected[kind.target].images.get(SeriesRole.T2W_AX)
+            target = self._first_header(t2w_series.series_uid) if t2w_series else None
+        if target is None:
+            raise PipelineInputError("no instance of the target study to attach results to")
+        key = self.key(case)
+        ready_at = self.index.version_started_at(case.case_id, case.version) or time.time()
+        previous = self.index.latest_result(case.case_id, other_than=key)
+        predecessor = None
+        if previous is not None:
+            predecessor = {
+                "sop_class_uid": COMPREHENSIVE_3D_SR,
+                "sop_instance_uid": previous.sr_sop_uid,
+                "series_instance_uid": previous.sr_series_uid,
+                "study_instance_uid": previous.study_uid,
+            }
+        return CasePayload(
+            case_id=case.case_id,
+            kind=kind,
+            version=case.version,
+            key=key,
+            model_version=self.model.label,
+            algorithm={
+                "name": self.model.name,
+                "version": self.model.version,
+                "manufacturer": self.manufacturer,
+            },
+            created_at=dt.datetime.fromtimestamp(ready_at).isoformat(timespec="seconds"),
+            inputs_b64=base64.b64encode(inputs.to_bytes()).decode(),
+            target_study=target,
+            evidence=evidence,
+            masks=masks,
+            predecessor=predecessor,
+            clinical=self.index.readings(case.case_id),
+        )

@@ -1,0 +1,151 @@
+"""Series selection: which series of a study a case uses, decided once.
+
+The daemon's case builder (from the index), training (from a folder of files) and
+``prepare_case`` (which reads what was selected) all go through :func:`select_series`, so what
+a case records as its inputs is exactly what is scored. Rules:
+
+- an image role (T2W_AX, DWI, ADC, CE_T1): the series of that role with the most instances
+  (ties: the higher SeriesInstanceUID);
+- the tumour mask of an image series: an RTSTRUCT before a SEG, then the lower
+  SeriesInstanceUID, among the masks that reference that series.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicom_io.errors import InvalidInputError
+from dicom_io.roles import (
+    DEFAULT_RULES,
+    RoleRule,
+    SeriesRole,
+    SeriesSummary,
+    assign_role,
+    referenced_series,
+)
+
+IMAGE_ROLES = (SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC, SeriesRole.CE_T1)
+MASK_ROLES = (SeriesRole.RTSTRUCT, SeriesRole.SEG)
+
+
+@dataclass(frozen=True)
+class SeriesCandidate:
+    """What selection needs to know of one series."""
+
+    series_uid: str
+    role: SeriesRole
+    instances: int
+    referenced_series_uid: str | None = None  # masks: the series they were drawn on
+
+
+def pick_series(candidates: Iterable[SeriesCandidate], role: SeriesRole) -> SeriesCandidate | None:
+    """The series of ``role`` a case uses: the most instances, ties by the higher UID."""
+    found = [c for c in candidates if c.role == role]
+    return max(found, key=lambda c: (c.instances, c.series_uid)) if found else None
+
+
+def masks_on(candidates: Iterable[SeriesCandidate], series_uid: str) -> list[SeriesCandidate]:
+    """The masks drawn on ``series_uid``, best first (RTSTRUCT before SEG, then by UID)."""
+    found = [
+        c for c in candidates if c.role in MASK_ROLES and c.referenced_series_uid == series_uid
+    ]
+    return sorted(found, key=lambda c: (c.role != SeriesRole.RTSTRUCT, c.series_uid))
+
+
+@dataclass(frozen=True)
+class StudySelection:
+    """The series chosen in one study: one per image role present, and each one's mask."""
+
+    images: Mapping[SeriesRole, SeriesCandidate]
+    masks: Mapping[str, SeriesCandidate]  # image series UID -> its chosen mask
+    all_masks: tuple[SeriesCandidate, ...]  # every mask of the study
+
+    def mask_of(self, role: SeriesRole) -> SeriesCandidate | None:
+        """The mask chosen for the series of ``role``, or ``None``."""
+        image = self.images.get(role)
+        return self.masks.get(image.series_uid) if image is not None else None
+
+
+def select_series(candidates: Sequence[SeriesCandidate]) -> StudySelection:
+    """The selection of one study's series (see the module doc for the rules)."""
+    images = {role: chosen for role in IMAGE_ROLES if (chosen := pick_series(candidates, role))}
+    masks = {
+        image.series_uid: found[0]
+        for image in images.values()
+        if (found := masks_on(candidates, image.series_uid))
+    }
+    every_mask = tuple(c for c in candidates if c.role in MASK_ROLES)
+    return StudySelection(images, masks, every_mask)
+
+
+@dataclass(frozen=True)
+class SeriesFiles:
+    """The files of one selected series."""
+
+    series_uid: str
+    role: SeriesRole
+    paths: tuple[Path, ...]
+    referenced_series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class SelectedStudy:
+    """What ``prepare_case`` reads of one study: the selected image series and the masks."""
+
+    images: Mapping[SeriesRole, SeriesFiles] = field(default_factory=dict)
+    masks: tuple[SeriesFiles, ...] = ()
+
+    def masks_on(self, series_uid: str) -> list[SeriesFiles]:
+        """Masks drawn on ``series_uid``, best first (the order of :func:`masks_on`)."""
+        found = [m for m in self.masks if m.referenced_series_uid == series_uid]
+        return sorted(found, key=lambda m: (m.role != SeriesRole.RTSTRUCT, m.series_uid))
+
+
+def classify_files(
+    paths: Sequence[Path], rules: Sequence[RoleRule] = DEFAULT_RULES
+) -> dict[str, tuple[SeriesCandidate, tuple[Path, ...]]]:
+    """Every series of a folder's study by UID: its role by ``rules`` and its files.
+
+    Reads each header once (no pixel data); unreadable files raise
+    :class:`InvalidInputError`."""
+    groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError) as exc:
+            raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
+        groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
+    out = {}
+    for uid, members in groups.items():
+        headers = [ds for _, ds in members]
+        role, _ = assign_role(SeriesSummary.from_headers(headers), rules)
+        reference = referenced_series(headers[0]) if role in MASK_ROLES else None
+        out[uid] = (
+            SeriesCandidate(uid, role, len(members), reference),
+            tuple(p for p, _ in members),
+        )
+    return out
+
+
+def select_files(paths: Sequence[Path], rules: Sequence[RoleRule] = DEFAULT_RULES) -> SelectedStudy:
+    """A study given as files (training, benchmarks): classified and selected like the
+    daemon does, every image role present and every mask kept."""
+    series = classify_files(paths, rules)
+    selection = select_series([candidate for candidate, _ in series.values()])
+    return SelectedStudy(
+        images={
+            role: SeriesFiles(c.series_uid, role, series[c.series_uid][1])
+            for role, c in selection.images.items()
+        },
+        masks=tuple(
+            SeriesFiles(m.series_uid, m.role, series[m.series_uid][1], m.referenced_series_uid)
+            for m in selection.all_masks
+        ),
+    )

@@ -1,0 +1,61 @@
+"""The demo bundle: a small model bundle trained on synthetic data, for ``larc demo`` and
+``larc harness`` on a machine that has no bundle of its own. Its name says it is no clinical
+model; its scores mean nothing clinically."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from dicom_io.pairing import PairingPolicy
+from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
+from pipeline.config import PreprocessConfig
+from pipeline.manifest import BundleError, verify_bundle
+from pipeline.training.bundle import ModelRun, train_models
+from pipeline.training.cohort import load_cohort
+from pipeline.training.networks import Progress, SignatureTraining
+
+DEMO_BUNDLE_NAME = "larc-demo-synthetic"
+# the training cohort: 48 patients, 32-pixel images, the series the models read
+DEMO_COHORT = CohortSpec(
+    patients=48, seed=21, matrix=32, slices=8, missing_fraction=0.0, seg_fraction=0.4,
+    series=("t2w", "dwi", "adc", "ce_t1", "rtstruct"),
+)  # fmt: skip
+
+
+def demo_bundle(
+    folder: Path,
+    policy: PairingPolicy,
+    progress: Progress | None = None,
+    prepared: Callable[[int, int], None] | None = None,
+) -> Path:
+    """``folder/bundle``: kept when it verifies, else trained afresh (about 2 minutes: tiny
+    networks, 2 folds, 2 epochs, no N4) on a synthetic cohort that is deleted afterwards."""
+    bundle = folder / "bundle"
+    try:
+        verify_bundle(bundle)
+        return bundle
+    except BundleError:
+        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(folder / "bundle.prepared", ignore_errors=True)
+    training = folder / "training-cohort"
+    shutil.rmtree(training, ignore_errors=True)
+    generate_cohort(DEMO_COHORT, training)
+    cohort = load_cohort(training, None, policy)
+    common = {"epochs": 2, "patience": 2, "folds": 2, "seed": 0, "width": 0.25}
+    run = ModelRun(
+        out_dir=bundle,
+        name=DEMO_BUNDLE_NAME,
+        version="0.1.0",
+        preprocess=PreprocessConfig(slice_size=32, stack_size=32, stack_depth=8, n4=False),
+        response=SignatureTraining.model_validate(common),
+        dm=SignatureTraining.model_validate({**common, "backbone": "resnet18"}),
+        test_fraction=0.3,
+        subtypes=3,
+        rules=cohort.rules,
+        cache=bundle.with_name(bundle.name + ".prepared"),
+    )
+    train_models(cohort.cases, cohort.rows, run, progress=progress, prepared=prepared)
+    shutil.rmtree(training, ignore_errors=True)
+    return bundle

@@ -5,7 +5,7 @@ hand and record the figures in the README.
     .venv/bin/python bench/worklist.py [--patients 5000 25000] [--repeat 20]
 
 The index holds synthetic rows (two cases per patient, scores for the exported ones; see
-tests/unit/daemon/web_data.py); requests go through the whole FastAPI app in-process
+tests/unit/daemon/web/web_data.py); requests go through the whole FastAPI app in-process
 (authentication, SQL, JSON), without a network hop. No like-for-like peer exists here (Orthanc
 has no worklist of scored cases), so the figures are absolute, on this machine.
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 # Run as a script, this file's folder leads sys.path and bench/pipeline.py would hide the
-# pipeline package; the repository root is added for tests.unit.daemon.web_data.
+# pipeline package; the repository root is added for tests.unit.daemon.web.web_data.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,7 +31,7 @@ from starlette.testclient import TestClient
 from daemon.index import Index
 from daemon.settings import load_settings
 from daemon.web.app import WebContext, create_app
-from tests.unit.daemon.web_data import seed_cases
+from tests.unit.daemon.web.web_data import seed_cases
 
 TOKEN = "benchmark-token-0123456789"  # noqa: S105 (a throw-away index)
 QUERIES = {

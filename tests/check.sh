@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: ruff (lint + format), mypy (strict, the four packages), pytest
+# Runs every check CI runs: ruff (lint + format), mypy (strict, the four packages), import-linter
+# (the layering contracts in pyproject.toml), pytest
 # (unit + integration, real Redis/Orthanc/dcmtk/dicom3tools). Fails on any error, and when
 # pytest collects no test at all (exit code 5).
 #   bash tests/check.sh [extra pytest arguments]
@@ -12,6 +13,7 @@ status=0
 echo "== ruff check";  ruff check . || status=1
 echo "== ruff format"; ruff format --check . || status=1
 echo "== mypy";        mypy || status=1
+echo "== import-linter"; lint-imports --no-cache || status=1
 echo "== pytest"
 mkdir -p test-artifacts
 python -m pytest "$@"

@@ -3,6 +3,7 @@ shares only :mod:`daemon.cli.common` (pynetdicom's apps do the same)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -59,15 +60,19 @@ def main(
     configure_logging(log_level or "INFO", log_json)
 
 
-app.command("synth")(synth.synth)
-app.command("serve")(serve.serve)
+COMMANDS: dict[str, Callable[..., None]] = {
+    "synth": synth.synth,
+    "serve": serve.serve,
+    "status": status.status,
+    "demo": demo.demo,
+    "harness": harness.harness,
+    "echo": health.echo,
+    "ping-workers": health.ping_workers,
+    "evaluate": train.evaluate,
+    "worker": workers.worker,
+    "retry-exports": workers.retry_exports,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
 app.add_typer(config.config_app, name="config")
-app.command("status")(status.status)
-app.command("demo")(demo.demo)
-app.command("harness")(harness.harness)
-app.command("echo")(health.echo)
-app.command("ping-workers")(health.ping_workers)
 app.add_typer(train.train_app, name="train")
-app.command("evaluate")(train.evaluate)
-app.command("worker")(workers.worker)
-app.command("retry-exports")(workers.retry_exports)

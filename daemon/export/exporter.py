@@ -11,7 +11,6 @@ owns the case states after ``done``: ``exported`` when every destination has the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from daemon.export.destinations import (
     configured_destinations,
 )
 from daemon.index import ExportState, Index
+from daemon.loops import BackgroundLoop
 from daemon.settings import ExportSettings
 
 logger = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ class Exporter:
         if destinations is None:
             destinations = configured_destinations(settings.destinations, data_dir, calling_ae)
         self._by_name = {d.name: d for d in destinations}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop("export", self.run_due, interval_s=1.0)
 
     def destinations(self) -> list[str]:
         """Names of the destinations every new result is queued for."""
@@ -143,26 +141,12 @@ class Exporter:
 
     def wake(self) -> None:
         """Look for due exports now (the dispatcher calls this after storing a result)."""
-        self._wake.set()
+        self._loop.wake()
 
-    def start(self, interval_s: float = 1.0) -> None:
-        """Run :meth:`run_due` every ``interval_s`` or when woken."""
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.run_due()
-                except Exception:  # keep exporting; the next pass retries
-                    logger.exception("export pass failed")
-                self._wake.wait(interval_s)
-                self._wake.clear()
-
-        self._thread = threading.Thread(target=loop, name="export", daemon=True)
-        self._thread.start()
+    def start(self) -> None:
+        """Run :meth:`run_due` every second or when woken."""
+        self._loop.start()
 
     def stop(self) -> None:
         """End the loop after the current pass."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        self._loop.stop()

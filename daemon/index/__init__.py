@@ -1,35 +1,17 @@
 """The index: larc's SQLite bookkeeping and the only place (with the web read model) that
-speaks SQL. ``schema`` (tables and upgrades), ``rows`` (what the readers return),
+speaks SQL. ``schema`` (tables and upgrades), ``rows`` (the frozen rows the readers return),
 ``database`` (:class:`Index`: named readers and writers)."""
 
 from daemon.index.database import INDEX_FILE, Index, ReadingsSaved
-from daemon.index.rows import (
-    CaseRow,
-    ExportRow,
-    ExportState,
-    InstanceRecord,
-    PatientRow,
-    RejectionRow,
-    ResultRow,
-    SeriesRow,
-    StoredInstance,
-    StudyRow,
-)
+from daemon.index.rows import CaseRow, ExportState, InstanceRecord
 from daemon.index.schema import SCHEMA_VERSION
 
 __all__ = [
     "INDEX_FILE",
     "SCHEMA_VERSION",
     "CaseRow",
-    "ExportRow",
     "ExportState",
     "Index",
     "InstanceRecord",
-    "PatientRow",
     "ReadingsSaved",
-    "RejectionRow",
-    "ResultRow",
-    "SeriesRow",
-    "StoredInstance",
-    "StudyRow",
 ]

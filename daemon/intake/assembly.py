@@ -26,6 +26,7 @@ from daemon.cases import (
     decide_cases,
 )
 from daemon.index import Index
+from daemon.loops import BackgroundLoop
 from dicom_io.pairing import (
     BASELINE,
     BY_DATE_ORDER,
@@ -79,8 +80,7 @@ class Assembler:
         self.rules = rules
         self.on_ready = on_ready
         self.priors = priors
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop("assembly", self.run_once, min(1.0, stable_age_s / 4))
         self._pass = threading.Lock()  # one pass at a time, whoever calls run_once
 
     def run_once(self, now: float | None = None) -> list[str]:
@@ -204,20 +204,8 @@ class Assembler:
 
     def start(self) -> None:
         """Run :meth:`run_once` in a thread, a few times per stable age."""
-        interval = min(1.0, self.stable_age_s / 4)
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.run_once()
-                except Exception:  # keep assembling; the next pass retries
-                    logger.exception("study assembly pass failed")
-
-        self._thread = threading.Thread(target=loop, name="assembly", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """End the loop (after the current pass)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._loop.stop(timeout_s=30)

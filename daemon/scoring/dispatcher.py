@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import pydicom
 
 from daemon.cases import CaseState
 from daemon.index import CaseRow, Index
+from daemon.loops import BackgroundLoop
 from daemon.scoring.executors import Executor, WorkState
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.work_order import WorkOrders
@@ -60,9 +60,7 @@ class Dispatcher:
         self.embedded = embedded
         self.on_result = on_result
         self.results = InstanceStore(data_dir / RESULTS_DIR)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop("dispatch", self.run_once, interval_s=1.0)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -85,7 +83,7 @@ class Dispatcher:
     def run_once(self) -> None:
         """Dispatch ready cases and collect finished work."""
         for case in self.index.cases(CaseState.READY):
-            if self._stop.is_set():
+            if self._loop.stopping:
                 return
             self._dispatch(case)
             self._collect()
@@ -180,28 +178,14 @@ class Dispatcher:
 
     def wake(self, *_args: object) -> None:
         """Look for ready cases now (the assembler calls this)."""
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
         """Re-queue lost work, then run :meth:`run_once` every second or when woken."""
         self.requeue_stale()
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.run_once()
-                except Exception:  # keep dispatching; the next pass retries
-                    logger.exception("dispatch pass failed")
-                self._wake.wait(1.0)
-                self._wake.clear()
-
-        self._thread = threading.Thread(target=loop, name="dispatch", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """End the loop and stop taking work."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        self._loop.stop()
         self.executor.shutdown()

@@ -19,7 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from daemon.index import Index
+from daemon.cases import CaseState
+from daemon.index import ExportState, Index
 from daemon.settings import Settings
 from dicom_io.scu import PacsNode, PacsUnavailableError, echo
 from workers.app import CPU_QUEUE, GPU_QUEUE
@@ -29,10 +30,10 @@ _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
 # stage -> (state it starts in, state it ends in)
 STAGES = {
-    "wait_in_queue": ("queued", "running"),
-    "scoring": ("running", "done"),
-    "export": ("done", "exported"),
-    "ready_to_exported": ("ready", "exported"),
+    "wait_in_queue": (CaseState.QUEUED, CaseState.RUNNING),
+    "scoring": (CaseState.RUNNING, CaseState.DONE),
+    "export": (CaseState.DONE, CaseState.EXPORTED),
+    "ready_to_exported": (CaseState.READY, CaseState.EXPORTED),
 }
 
 
@@ -116,8 +117,8 @@ class IndexCollector(Collector):
         self.index = index
         self.settings = settings
 
-    def _one(self, sql: str) -> float:
-        return float(self.index.query(sql)[0]["n"] or 0)
+    def _one(self, sql: str, params: tuple[str, ...] = ()) -> float:
+        return float(self.index.query(sql, params)[0]["n"] or 0)
 
     def collect(self) -> Iterator[Metric]:
         """The metric families (see docs/operations.md for their meaning)."""
@@ -145,7 +146,10 @@ class IndexCollector(Collector):
         )
         depth.add_metric(
             ["daemon"],
-            self._one("SELECT COUNT(*) AS n FROM cases WHERE state IN ('ready', 'queued')"),
+            self._one(
+                "SELECT COUNT(*) AS n FROM cases WHERE state IN (?, ?)",
+                (CaseState.READY, CaseState.QUEUED),
+            ),
         )
         try:
             for queue, count in queue_depth(self.settings).items():
@@ -164,8 +168,9 @@ class IndexCollector(Collector):
             labels=["destination"],
         )  # fmt: skip
         for row in self.index.query(
-            "SELECT destination, SUM(attempts - (state = 'sent')) AS tries, "
-            "SUM(state = 'failed') AS parked FROM exports GROUP BY destination"
+            "SELECT destination, SUM(attempts - (state = ?)) AS tries, "
+            "SUM(state = ?) AS parked FROM exports GROUP BY destination",
+            (ExportState.SENT, ExportState.FAILED),
         ):
             failures.add_metric([row["destination"]], row["tries"] or 0)
             parked.add_metric([row["destination"]], row["parked"] or 0)

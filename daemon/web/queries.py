@@ -12,11 +12,12 @@ from typing import Any
 
 import pydicom
 
+from daemon.cases import CaseKind, CaseState
 from daemon.index import Index
 from dicom_io.sr import read_report
 
-STATES = ("waiting", "ready", "queued", "running", "done", "exported", "failed", "failed-export")
-KINDS = ("response", "baseline")
+STATES = tuple(CaseState)
+KINDS = (CaseKind.RESPONSE, CaseKind.BASELINE)
 RISK_GROUPS = ("high", "low")
 SR_MODALITY = "SR"
 

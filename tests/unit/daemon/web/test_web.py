@@ -25,7 +25,7 @@ from daemon.web.auth import COOKIE, PUBLIC_PATHS
 from daemon.web.queries import orthanc_study_id
 from daemon.web.server import WebServer
 from tests.conftest import free_port
-from tests.unit.daemon.web_data import STATES, seed_cases
+from tests.unit.daemon.web.web_data import STATES, seed_cases
 
 TOKEN = "s3cret-token-for-tests-0123456789"  # noqa: S105 (a test token)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

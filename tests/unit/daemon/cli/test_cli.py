@@ -132,3 +132,17 @@ def test_train_signatures_refuses_bad_input_clearly(tmp_path: Path) -> None:
     missing = larc("train", "signatures", "--cohort", str(tmp_path / "none"), "--out", "o")
     assert missing.returncode == 2
     assert "labels.csv" in missing.stderr or "does not exist" in missing.stderr
+
+
+def test_larc_worker_without_a_broker_says_what_to_set(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [LARC, "worker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2
+    assert "broker.url is not set" in run.stderr

@@ -4,6 +4,7 @@ score summary. Command modules import this module and library code, never each o
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -163,4 +164,19 @@ def demo_bundle(folder: Path) -> Path:
         typer.echo("first run: training a small demo bundle on synthetic data (about 2 minutes)")
     policy = settings_or_exit(None).pairing.policy()
     with progress_bars(48) as (prepared, epoch):
-        return train_demo_bundle(folder, policy, progress=epoch, prepared=prepared)
+        bundle = train_demo_bundle(folder, policy, progress=epoch, prepared=prepared)
+    print_bundle_summary(json.loads((bundle / "manifest.json").read_text()), bundle)
+    return bundle
+
+
+def print_bundle_summary(manifest: dict[str, Any], folder: Path) -> None:
+    """What ``larc train models`` says of a new bundle: where, how long, held-out metrics."""
+    typer.echo(
+        f"bundle {manifest['name']} {manifest['version']} written to {folder} "
+        f"({manifest['seconds']} s)"
+    )
+    for key, value in (manifest.get("metrics") or {}).items():
+        if isinstance(value, dict):
+            ci = value.get("ci95")
+            shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+            typer.echo(f"  held-out {key}: {shown}, n = {value['n']}")

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from daemon.cli.common import ConfigOption, progress_bars, settings_or_exit
+from daemon.cli.common import (
+    ConfigOption,
+    print_bundle_summary,
+    progress_bars,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from pipeline.training.cohort import Cohort
@@ -262,12 +267,7 @@ def models(
     except ValueError as exc:
         typer.echo(f"error: cannot train: {exc}", err=True)
         raise typer.Exit(code=1) from exc
-    typer.echo(f"bundle {name} {version} written to {out} ({manifest['seconds']} s)")
-    for key, value in (manifest.get("metrics") or {}).items():
-        if isinstance(value, dict):
-            ci = value.get("ci95")
-            shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
-            typer.echo(f"  held-out {key}: {shown}, n = {value['n']}")
+    print_bundle_summary(manifest, out)
 
 
 def evaluate(

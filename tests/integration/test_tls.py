@@ -11,6 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
+from daemon.cases import CaseState
 from daemon.export import Exporter
 from daemon.index import Index, InstanceRecord
 from daemon.settings import ClientTlsSettings, Destination, ExportSettings
@@ -101,10 +102,12 @@ def test_results_are_exported_over_tls_to_a_tls_destination(
         index.record_instance(_record(ds), source, 1, "0", "TEST")
         index.upsert_case(
             {"case_id": "resp-1", "patient_id": ds.PatientID, "kind": "response", "version": 1,
-             "state": "done", "reason": "", "baseline_study_uid": None,
+             "state": "ready", "reason": "", "baseline_study_uid": None,
              "restaging_study_uid": None, "inputs": "{}", "fingerprint": "f"},
             new_version=True,
         )  # fmt: skip
+        for state in (CaseState.QUEUED, CaseState.RUNNING, CaseState.DONE):  # as when scored
+            index.set_case_state("resp-1", 1, state, state)
         destination = Destination(
             ae_title="LARC", host="127.0.0.1", port=pacs.port,
             tls=ClientTlsSettings(enabled=True, ca_file=cert),

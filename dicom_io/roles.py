@@ -218,6 +218,28 @@ def referenced_series(ds: Dataset) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class SeriesClassification:
+    """A series' role and why, its b-values, and (masks) the series it was drawn on."""
+
+    role: SeriesRole
+    reason: str
+    b_values: tuple[float, ...]
+    referenced_series_uid: str | None
+
+
+def classify_series(
+    headers: Sequence[Dataset], rules: Sequence[RoleRule] = DEFAULT_RULES
+) -> SeriesClassification:
+    """Role (first matching rule), b-values and mask reference of a series from its headers;
+    ``ValueError`` for a series without instances."""
+    summary = SeriesSummary.from_headers(headers)
+    role, reason = assign_role(summary, rules)
+    mask = role in (SeriesRole.RTSTRUCT, SeriesRole.SEG)
+    reference = referenced_series(headers[0]) if mask else None
+    return SeriesClassification(role, reason, summary.b_values, reference)
+
+
 def load_rules(path: Path | None) -> tuple[RoleRule, ...]:
     """Role rules from a YAML list (``roles.rules_file``), or the built-in defaults."""
     if path is None:

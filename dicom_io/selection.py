@@ -22,14 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_io.errors import InvalidInputError
-from dicom_io.roles import (
-    DEFAULT_RULES,
-    RoleRule,
-    SeriesRole,
-    SeriesSummary,
-    assign_role,
-    referenced_series,
-)
+from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, classify_series
 
 IMAGE_ROLES = (SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC, SeriesRole.CE_T1)
 MASK_ROLES = (SeriesRole.RTSTRUCT, SeriesRole.SEG)
@@ -124,11 +117,9 @@ def classify_files(
         groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
     out = {}
     for uid, members in groups.items():
-        headers = [ds for _, ds in members]
-        role, _ = assign_role(SeriesSummary.from_headers(headers), rules)
-        reference = referenced_series(headers[0]) if role in MASK_ROLES else None
+        found = classify_series([ds for _, ds in members], rules)
         out[uid] = (
-            SeriesCandidate(uid, role, len(members), reference),
+            SeriesCandidate(uid, found.role, len(members), found.referenced_series_uid),
             tuple(p for p, _ in members),
         )
     return out

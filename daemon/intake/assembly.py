@@ -35,8 +35,7 @@ from dicom_io.pairing import (
     StudyFacts,
     assign_timepoints,
 )
-from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, SeriesSummary, assign_role
-from dicom_io.roles import referenced_series as mask_reference
+from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, classify_series
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +106,9 @@ class Assembler:
                 continue
             try:
                 headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-                summary = SeriesSummary.from_headers(headers)
-                role, reason = assign_role(summary, self.rules)
-                reference = (
-                    mask_reference(headers[0])
-                    if role in (SeriesRole.RTSTRUCT, SeriesRole.SEG)
-                    else None
-                )
-                b_values = json.dumps(list(summary.b_values))
+                found = classify_series(headers, self.rules)
+                role, reason, reference = found.role, found.reason, found.referenced_series_uid
+                b_values = json.dumps(list(found.b_values))
             except (OSError, ValueError, AttributeError) as exc:
                 role, reason, reference, b_values = (
                     SeriesRole.IGNORED,

@@ -4,7 +4,8 @@
 # tools that the test suite needs. Safe to run again: it only installs what is missing.
 #
 #   bash deploy/setup.sh          # runtime only
-#   bash deploy/setup.sh --dev    # runtime + test tools + redis-server, orthanc, dcmtk, dicom3tools
+#   bash deploy/setup.sh --dev    # runtime + test tools + redis-server, orthanc, dcmtk, dicom3tools,
+#                                 # chromium, pixelmed-apps (the TID 1500 validator)
 #
 # Environment: PYTHON (interpreter for the venv, default python3), LARC_VENV (default .venv),
 # LARC_TORCH_SPEC (default torch==2.13.0, the CPU wheel; set e.g. "torch" for a CUDA build).
@@ -32,7 +33,8 @@ as_root() {
 if [ "$dev" -eq 1 ]; then
   # command -> Debian package that provides it
   missing=()
-  for pair in redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools chromium:chromium; do
+  for pair in redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools \
+              chromium:chromium DicomSRValidator:pixelmed-apps; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     if ! command -v "$cmd" >/dev/null && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
       missing+=("$pkg")

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
-from dicom_io.sr import Reference, stamp
+from dicom_io.sr import Algorithm, Reference, contributing_algorithm, stamp
 
 DISPLAY_SIZE = 384  # pixels of the image part; captions go below it
 _LINE = 16
@@ -61,9 +61,11 @@ def gradcam_capture(
     content_datetime: dt.datetime,
     comment: str = "",
     series_number: int = 9702,
+    algorithm: Algorithm | None = None,
 ) -> hd.sc.SCImage:
     """A Secondary Capture of ``pixels`` (RGB, burned-in text) in the study of ``study`` (a
-    header of any instance of the target study: patient and study attributes come from it)."""
+    header of any instance of the target study: patient and study attributes come from it).
+    ``algorithm``: named in the Contributing Equipment Sequence (IHE AI Results)."""
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be (rows, columns, 3) uint8, got {pixels.shape}")
     sc = hd.sc.SCImage(
@@ -99,5 +101,7 @@ def gradcam_capture(
         item.ReferencedSOPClassUID = source.sop_class_uid
         item.ReferencedSOPInstanceUID = source.sop_instance_uid
         sc.SourceImageSequence = [item]
+    if algorithm is not None:
+        sc.ContributingEquipmentSequence.append(contributing_algorithm(algorithm, content_datetime))
     stamp(sc, content_datetime)
     return sc

@@ -31,7 +31,6 @@ RESEARCH_USE = "Research use only - not for diagnostic decisions."
 
 # private concepts: key -> meaning (the code value is the key)
 PRIVATE_MEANINGS: dict[str, str] = {
-    "rectal-mri-ai": "AI analysis of rectal cancer MRI",
     "response-prediction": "Prediction of response to neoadjuvant therapy",
     "dm-risk": "Distant metastasis risk",
     "tumour-measurements": "Tumour measurements from the mask",
@@ -63,6 +62,12 @@ PRIVATE_MEANINGS: dict[str, str] = {
     "subtype-rdls2": "RDLS2, favourable recurrence subtype",
     "subtype-rdls3": "RDLS3, intermediate recurrence subtype",
 }
+
+# TID 1500's Procedure Reported comes from CID 100 (Quantitative Diagnostic Imaging Procedures):
+# T2W + DWI + CE-T1 of the rectum is a multiparametric MRI
+PROCEDURE_REPORTED = hd.sr.CodedConcept("126020", "DCM", "Multiparametric MRI")
+PROCESSING_ALGORITHM = hd.sr.CodedConcept("109103", "DCM", "Processing Algorithm")
+MEASUREMENT_METHOD = "370129005"  # SCT "Measurement Method"
 
 UNITS = {
     "mm": codes.UCUM.Millimeter,
@@ -128,6 +133,27 @@ class Algorithm:
     version: str
     manufacturer: str
 
+    @property
+    def device_uid(self) -> str:
+        """The algorithm's Device UID (the SR's observer device, the contributing equipment)."""
+        return derive_uid(self.name, self.manufacturer, "device")
+
+
+def contributing_algorithm(algorithm: Algorithm, when: dt.datetime) -> hd.ContributingEquipment:
+    """The Contributing Equipment item IHE AI Results asks of every output object: purpose
+    "Processing Algorithm", manufacturer, model (the bundle's name), software version (the
+    bundle's version) and device UID, contributed at ``when``."""
+    item = hd.ContributingEquipment(
+        manufacturer=algorithm.manufacturer,
+        purpose_of_reference=PROCESSING_ALGORITHM,
+        manufacturer_model_name=algorithm.name[:64],
+        software_versions=algorithm.version[:64],
+        contribution_datetime=when,
+        contribution_description="AI analysis of rectal cancer MRI (research use only)",
+    )
+    item.DeviceUID = algorithm.device_uid
+    return item
+
 
 def _group(
     group: AnalysisGroup, algorithm: Algorithm, tracking_uid: str
@@ -161,8 +187,11 @@ def _group(
         qualitative_evaluations=evaluations or None,
         source_images=sources or None,
     )
+    container = built[0]
+    for item in container.ContentSequence:  # TID 1501 row 5: HAS CONCEPT MOD (highdicom 0.28
+        if item.ConceptNameCodeSequence[0].value == MEASUREMENT_METHOD:  # writes CONTAINS)
+            item.RelationshipType = hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD.value
     if group.mask is not None:
-        container = built[0]
         container.ContentSequence.append(
             hd.sr.CompositeContentItem(
                 name=concept("tumour-mask"),
@@ -199,7 +228,7 @@ def measurement_report(
     ordered = [e for e in evidence if str(e.StudyInstanceUID) == target_study]
     ordered += [e for e in evidence if str(e.StudyInstanceUID) != target_study]
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=derive_uid(algorithm.name, algorithm.manufacturer, "device"),
+        uid=algorithm.device_uid,
         name=algorithm.name,
         manufacturer_name=algorithm.manufacturer,
         model_name=f"{algorithm.name} {algorithm.version}",
@@ -212,7 +241,7 @@ def measurement_report(
     tracking_uid = derive_uid(key, "tracking")
     report = hd.sr.MeasurementReport(
         observation_context=observation,
-        procedure_reported=concept("rectal-mri-ai"),
+        procedure_reported=PROCEDURE_REPORTED,
         imaging_measurements=[_group(g, algorithm, tracking_uid) for g in groups],
     )
     for text in (RESEARCH_USE, *comments):
@@ -236,6 +265,7 @@ def measurement_report(
         is_verified=False,
         series_description=f"{algorithm.name} scores (research use)",
     )
+    sr.ContributingEquipmentSequence.append(contributing_algorithm(algorithm, content_datetime))
     stamp(sr, content_datetime)
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME

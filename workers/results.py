@@ -219,6 +219,7 @@ def result_objects(
             f"{algorithm.name} Grad-CAM (research use)",
             payload.created,
             comment=" / ".join(lines),
+            algorithm=algorithm,
         )
         objects.append(ResultObject(f"sc-{name}", sc))
     return objects

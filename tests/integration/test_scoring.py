@@ -31,6 +31,7 @@ import yaml
 
 from daemon.harness import Redis, read_index
 from daemon.harness.peers import Orthanc, free_port, stop_process
+from dicom_io.sr import read_report
 from dicom_io.synthetic.cohort import CohortResult, PatientResult
 from tests.conftest import (
     LARC,
@@ -41,7 +42,7 @@ from tests.conftest import (
     storescu,
 )
 from tests.integration.scoring_checks import SR_CLASS, check_sr, orthanc_dataset, orthanc_instances
-from tests.unit.dicom_io.test_result_objects import dciodvfy_errors
+from tests.unit.dicom_io.test_result_objects import dciodvfy_errors, sr_template_errors
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +141,11 @@ def test_embedded_default_scores_every_case_once_across_a_crash(
     assert len(scs) == len(_scored(cohort)) * (6 + 2)  # 6 response inputs, T2W + ADC stacks
     assert all(sc.BurnedInAnnotation == "YES" for sc in scs)
     _check_numbers(srs, trained_bundle, _scored(cohort))
-    assert dciodvfy_errors(srs[0], tmp_path) == []
+    by_kind = {read_report(sr).groups[0].method: sr for sr in srs}  # one SR per kind of case
+    assert len(by_kind) == 2
+    for sr in by_kind.values():
+        assert dciodvfy_errors(sr, tmp_path) == []
+        assert sr_template_errors(sr, tmp_path) == []
     assert dciodvfy_errors(scs[0], tmp_path) == []
     assert status.returncode == 0, status.stderr
     assert "P(good response) FDL" in status.stdout

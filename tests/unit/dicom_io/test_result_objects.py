@@ -46,6 +46,33 @@ def dciodvfy_errors(ds: pydicom.Dataset, folder: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
 
 
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")  # Debian pixelmed-apps
+# PixelMed's XSLT needs more than the JVM's default XPath limits
+_JVM_LIMITS = [f"-Djdk.xml.{name}=0" for name in
+               ("xpathExprOpLimit", "xpathExprGrpLimit", "xpathTotalOpLimit")]  # fmt: skip
+
+
+def sr_template_errors(ds: pydicom.Dataset, folder: Path) -> list[str]:
+    """PixelMed's DicomSRValidator on ``ds`` (the template itself: TID 1500 and the templates
+    and context groups it includes, and content item order): its ``Error`` lines. Warnings
+    (content items the template does not name, e.g. our private concepts) are not errors."""
+    if not PIXELMED_JAR.is_file():
+        pytest.fail(f"{PIXELMED_JAR} not found: run `bash deploy/setup.sh --dev` to install it")
+    path = folder / f"{ds.SOPInstanceUID}.sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run = subprocess.run(
+        [require_tool("/usr/bin/java"), *_JVM_LIMITS, "-cp", str(PIXELMED_JAR),
+         "com.pixelmed.validate.DicomSRValidator", "-checktemplateid",
+         "-checkcontentitemorder", str(path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    # the validator got through the template (a crash would otherwise look like "no errors")
+    assert "Found Root Template TID_1500" in output, output[-2000:]
+    assert "Root Template Validation Complete" in output, output[-2000:]
+    return [line for line in output.splitlines() if line.startswith("Error")]
+
+
 def _headers(cohort: CohortResult) -> tuple[pydicom.Dataset, pydicom.Dataset, pydicom.Dataset]:
     """An image of the restaging T2W, one of the baseline T2W, and the restaging RTSTRUCT."""
     patient = cohort.patients[0]
@@ -92,6 +119,7 @@ def _report(
 def test_sr_is_valid_and_reads_back_with_the_numbers(cohort: CohortResult, tmp_path: Path) -> None:
     sr = _report(cohort, "key-1")
     assert dciodvfy_errors(sr, tmp_path) == []
+    assert sr_template_errors(sr, tmp_path) == []
     post = _headers(cohort)[0]
     assert sr.StudyInstanceUID == post.StudyInstanceUID  # in the source (restaging) study
     assert sr.SeriesInstanceUID != post.SeriesInstanceUID  # its own series
@@ -141,6 +169,80 @@ def test_same_key_gives_the_same_object_and_a_new_version_names_its_predecessor(
         first.SOPInstanceUID
     )
     assert dciodvfy_errors(newer, tmp_path) == []
+    assert sr_template_errors(newer, tmp_path) == []
+
+
+def test_a_baseline_risk_report_with_readings_passes_both_validators(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    """The groups the workers write for a baseline case (DM networks, DLRS, risk group,
+    nomogram, subtype, recurrence score) and the text items listing the readings used."""
+    _, pre, mask = _headers(cohort)
+    groups = [
+        AnalysisGroup(
+            "dm-risk",
+            "baseline",
+            measurements=[
+                ("dm-prob-t2w", 0.25, "1"),
+                ("dm-prob-adc", 0.5, "1"),
+                ("dl-prob", 0.375, "1"),
+                ("dlrs", 0.125, "1"),
+                ("dmfs-3y", 0.875, "1"),
+                ("nomogram-dmfs-3y", 0.8125, "1"),
+                ("rrs", -0.5, "1"),
+                ("rfs-5y", 0.75, "1"),
+            ],
+            evaluations=[("dm-risk-group", "low-risk"), ("recurrence-subtype", "subtype-rdls2")],
+            source_images=[_ref(pre)],
+            mask=_ref(mask),
+        ),
+        AnalysisGroup(
+            "tumour-measurements",
+            "baseline",
+            measurements=[
+                ("long-axis", 41.0, "mm"),
+                ("volume", 20.5, "ml"),
+                ("max-wall-thickness", 14.0, "mm"),
+            ],
+            source_images=[_ref(pre)],
+        ),
+    ]
+    sr = measurement_report(
+        [pre, mask], groups, ALGORITHM, "key-b", WHEN,
+        comments=["Radiologist readings used: baseline EMVI 1, CEA 7.2 ng/mL"],
+    )  # fmt: skip
+    assert dciodvfy_errors(sr, tmp_path) == []
+    assert sr_template_errors(sr, tmp_path) == []
+
+
+def test_every_output_names_the_algorithm_as_contributing_equipment(
+    cohort: CohortResult,
+) -> None:
+    """IHE AI Results: purpose Processing Algorithm, manufacturer, model = bundle name, software
+    version = bundle version, device UID (the SR's observer device)."""
+    post = _headers(cohort)[0]
+    sr = _report(cohort, "key-1")
+    pixels = captioned(blend(np.zeros((16, 16)), np.zeros((16, 16))), ["x"])
+    sc = gradcam_capture(
+        pixels, post, None, derive_uid("k", "sc-series"), derive_uid("k", "sc", "x"), 1,
+        "larc", "Grad-CAM", WHEN, algorithm=ALGORITHM,
+    )  # fmt: skip
+    for ds in (sr, sc):
+        algorithms = [
+            e for e in ds.ContributingEquipmentSequence
+            if e.PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
+        ]  # fmt: skip
+        assert len(algorithms) == 1
+        (item,) = algorithms
+        assert item.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator == "DCM"
+        assert (item.Manufacturer, item.ManufacturerModelName) == ("larc", "larc-rectal")
+        assert item.SoftwareVersions == "1.2.3"
+        assert item.DeviceUID == ALGORITHM.device_uid
+        assert item.ContributionDateTime == "20261123103000"  # the case's time: reproducible
+    root = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in sr.ContentSequence}
+    assert ALGORITHM.device_uid == root["Device Observer UID"].UID
+    procedure = root["Procedure reported"].ConceptCodeSequence[0]
+    assert (procedure.CodeValue, procedure.CodingSchemeDesignator) == ("126020", "DCM")
 
 
 def test_unknown_concept_is_refused() -> None:

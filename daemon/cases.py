@@ -55,7 +55,6 @@ class CaseState(StrEnum):
 
 
 WAITING, READY = CaseState.WAITING, CaseState.READY
-BASELINE_CASE, RESPONSE_CASE = CaseKind.BASELINE, CaseKind.RESPONSE
 # nothing left to do for the case until new input arrives (or an operator retries it)
 FINISHED = frozenset(
     {CaseState.EXPORTED, CaseState.FAILED, CaseState.FAILED_EXPORT, CaseState.WAITING}

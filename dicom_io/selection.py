@@ -17,11 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
-from dicom_io.errors import InvalidInputError
+from dicom_io.files import read_dicom
 from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole, classify_series
 
 IMAGE_ROLES = (SeriesRole.T2W_AX, SeriesRole.DWI, SeriesRole.ADC, SeriesRole.CE_T1)
@@ -44,12 +42,17 @@ def pick_series(candidates: Iterable[SeriesCandidate], role: SeriesRole) -> Seri
     return max(found, key=lambda c: (c.instances, c.series_uid)) if found else None
 
 
+def mask_preference(mask: SeriesCandidate | SeriesFiles) -> tuple[bool, str]:
+    """Sort key of the masks of one series, best first: an RTSTRUCT before a SEG, then by UID."""
+    return (mask.role != SeriesRole.RTSTRUCT, mask.series_uid)
+
+
 def masks_on(candidates: Iterable[SeriesCandidate], series_uid: str) -> list[SeriesCandidate]:
-    """The masks drawn on ``series_uid``, best first (RTSTRUCT before SEG, then by UID)."""
+    """The masks drawn on ``series_uid``, best first (:func:`mask_preference`)."""
     found = [
         c for c in candidates if c.role in MASK_ROLES and c.referenced_series_uid == series_uid
     ]
-    return sorted(found, key=lambda c: (c.role != SeriesRole.RTSTRUCT, c.series_uid))
+    return sorted(found, key=mask_preference)
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,9 @@ class SelectedStudy:
     masks: tuple[SeriesFiles, ...] = ()
 
     def masks_on(self, series_uid: str) -> list[SeriesFiles]:
-        """Masks drawn on ``series_uid``, best first (the order of :func:`masks_on`)."""
+        """Masks drawn on ``series_uid``, best first (:func:`mask_preference`)."""
         found = [m for m in self.masks if m.referenced_series_uid == series_uid]
-        return sorted(found, key=lambda m: (m.role != SeriesRole.RTSTRUCT, m.series_uid))
+        return sorted(found, key=mask_preference)
 
 
 def classify_files(
@@ -110,10 +113,7 @@ def classify_files(
     :class:`InvalidInputError`."""
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path in paths:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
+        ds = read_dicom(path, headers_only=True)
         groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
     out = {}
     for uid, members in groups.items():

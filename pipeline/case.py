@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from dicom_io.errors import InvalidInputError
+from dicom_io.files import read_dicom
 from dicom_io.geometry import sort_by_position
 from dicom_io.masks import resample_mask, rtstruct_mask, seg_mask
 from dicom_io.roles import SeriesRole
@@ -154,13 +153,6 @@ class CaseInputs:
         )
 
 
-def _read_file(path: Path) -> Dataset:
-    try:
-        return pydicom.dcmread(path)
-    except (InvalidDicomError, OSError) as exc:
-        raise InvalidInputError(f"{path.name} is not readable DICOM: {exc}") from exc
-
-
 class _Study:
     """One study's images and masks, read lazily and at most once."""
 
@@ -186,7 +178,7 @@ class _Study:
         return chosen, image, datasets
 
     def _read(self, chosen: SeriesFiles, role: SeriesRole) -> None:
-        datasets = sort_by_position([_read_file(p) for p in chosen.paths])
+        datasets = sort_by_position([read_dicom(p) for p in chosen.paths])
         if role is SeriesRole.DWI:
             by_b = split_by_b_value(datasets)
             if len(by_b) < 2:
@@ -219,7 +211,7 @@ class _Study:
         self, series: SeriesFiles, datasets: list[Dataset]
     ) -> tuple[sitk.Image, str] | None:
         for mask in self.selected.masks_on(series.series_uid):
-            ds = _read_file(mask.paths[0])
+            ds = read_dicom(mask.paths[0])
             if mask.role is SeriesRole.RTSTRUCT:
                 return rtstruct_mask(ds, datasets, self.roi_pattern), f"RTSTRUCT {mask.series_uid}"
             return seg_mask(ds, datasets), f"SEG {mask.series_uid}"
@@ -301,8 +293,9 @@ def prepare_case(
 
     Builds the slice inputs of ``signatures`` (pre_/post_ T2, DWI, CE) that the studies allow,
     the baseline T2/ADC crop stacks (when ``stacks``) and per-timepoint VOI measurements from
-    the T2W mask; whatever cannot be built is listed in ``problems``. Unreadable files raise
-    :class:`InvalidInputError`.
+    the T2W mask; whatever cannot be built is listed in ``problems``, an unreadable file of a
+    selected series too (naming the file). Selecting from files
+    (:func:`dicom_io.selection.select_files`) raises :class:`InvalidInputError` for one.
     """
     unknown = set(signatures) - set(SIGNATURES)
     if unknown:

@@ -6,7 +6,6 @@ import json
 import sqlite3
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Self
 
 from daemon.cases import CaseKind, CaseState
@@ -187,10 +186,6 @@ class ResultRow:
             files=tuple(f for f in row["files"].split("\n") if f),
             created_at=float(row["created_at"]),
         )
-
-    def paths(self, data_dir: Path) -> list[Path]:
-        """The result files under ``data_dir``."""
-        return [data_dir / f for f in self.files]
 
 
 @dataclass(frozen=True)

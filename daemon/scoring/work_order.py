@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pydicom
 
-from daemon.cases import recorded_series
+from daemon.cases import RecordedSeries, recorded_series
 from daemon.index import CaseRow, Index
 from daemon.scoring.model import ModelInfo
+from dicom_io.pairing import Timepoint
 from dicom_io.roles import SeriesRole
 from dicom_io.selection import SelectedStudy, SeriesFiles
 from pipeline.case import prepare_case
@@ -50,16 +52,16 @@ class WorkOrders:
         """The case version's work key (inputs, readings and model; see the payload module)."""
         return idempotency_key(case.case_id, case.fingerprint or "", self.model.label)
 
-    def selected(self, case: CaseRow) -> dict[str, SelectedStudy]:
-        """The case's recorded series, as files, per timepoint."""
+    def selected(self, recorded: Mapping[Timepoint, RecordedSeries]) -> dict[str, SelectedStudy]:
+        """A case's recorded series (:func:`daemon.cases.recorded_series`) as files."""
         out: dict[str, SelectedStudy] = {}
-        for timepoint, recorded in recorded_series(case.inputs, case.kind).items():
+        for timepoint, series in recorded.items():
             images = {
                 role: SeriesFiles(uid, role, tuple(self.index.instance_paths(uid)))
-                for role, uid in recorded.images.items()
+                for role, uid in series.images.items()
             }
             masks = []
-            for uid, referenced in recorded.masks.items():
+            for uid, referenced in series.masks.items():
                 row = self.index.series(uid)
                 if row is None or row.role not in (SeriesRole.RTSTRUCT, SeriesRole.SEG):
                     continue
@@ -84,7 +86,8 @@ class WorkOrders:
         Raises ``PipelineInputError``, ``InvalidInputError`` or ``OSError`` when the case
         cannot be prepared."""
         kind = case.kind
-        selected = self.selected(case)
+        recorded = recorded_series(case.inputs, kind)
+        selected = self.selected(recorded)
         inputs = prepare_case(
             selected, self.model.preprocess, signatures=kind.signatures, stacks=kind.stacks
         )
@@ -94,9 +97,9 @@ class WorkOrders:
             if found is not None:
                 evidence.append(found)
         masks: dict[str, dict[str, str]] = {}
-        for timepoint, recorded in recorded_series(case.inputs, kind).items():
-            t2w = recorded.images.get(SeriesRole.T2W_AX)
-            mask = next((m for m, ref in recorded.masks.items() if ref == t2w), None)
+        for timepoint, series in recorded.items():
+            t2w = series.images.get(SeriesRole.T2W_AX)
+            mask = next((m for m, ref in series.masks.items() if ref == t2w), None)
             found = self._first_header(mask) if mask else None
             if found is not None:
                 evidence.append(found)

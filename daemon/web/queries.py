@@ -12,7 +12,7 @@ from typing import Any
 
 import pydicom
 
-from daemon.cases import CaseKind, CaseState
+from daemon.cases import CaseKind, CaseState, recorded_series
 from daemon.index import Index
 from dicom_io.sr import read_report
 
@@ -302,9 +302,9 @@ def case_detail(
     if not rows:
         return None
     case = rows[0]
-    inputs = json.loads(case["inputs"] or "{}")
-    masks = {v for k, v in inputs.items() if k.endswith("_mask")}
-    used = {v.split(":")[0] for k, v in inputs.items() if not k.endswith("_mask")}
+    recorded = recorded_series(json.loads(case["inputs"] or "{}"), CaseKind(case["kind"])).values()
+    masks = {uid for study in recorded for uid in study.masks}
+    used = {uid for study in recorded for uid in study.images.values()}
     studies = []
     for study in index.query(
         "SELECT * FROM studies WHERE patient_id = ? ORDER BY study_date, study_time",

@@ -37,6 +37,7 @@ __all__ = [
     "case_id",
     "check_transition",
     "decide_cases",
+    "held_decision",
     "recorded_series",
 ]
 
@@ -45,39 +46,55 @@ class CaseState(StrEnum):
     """Where a case version stands."""
 
     WAITING = "waiting"  # an input is missing (the reason says which)
+    HELD = "held"  # larc is unsure (timepoints conflict): an operator decides, nothing is sent
     READY = "ready"  # inputs complete, to be scored
     QUEUED = "queued"  # handed to the workers
     RUNNING = "running"  # a worker is scoring it
     DONE = "done"  # results stored under <data_dir>/results/, exports pending
     EXPORTED = "exported"  # every destination has the results
     FAILED = "failed"  # scoring failed (the reason names the stage)
+    DECLINED = "declined"  # not scored on purpose: inputs unlike the training data (reasons)
     FAILED_EXPORT = "failed-export"  # an export was parked after its last try
 
 
 WAITING, READY = CaseState.WAITING, CaseState.READY
 # nothing left to do for the case until new input arrives (or an operator retries it)
 FINISHED = frozenset(
-    {CaseState.EXPORTED, CaseState.FAILED, CaseState.FAILED_EXPORT, CaseState.WAITING}
+    {
+        CaseState.EXPORTED,
+        CaseState.FAILED,
+        CaseState.FAILED_EXPORT,
+        CaseState.WAITING,
+        CaseState.HELD,
+        CaseState.DECLINED,
+    }
 )
 
 # Within one case version: from a state (None: a new case) to the states it may go to. A state
-# may always be restated with a new reason. Changed inputs may send any case back to WAITING,
-# and a new version (new inputs or readings) starts again at WAITING or READY from any state.
+# may always be restated with a new reason. Changed inputs may send any case back to WAITING
+# or HELD, and a new version (new inputs, readings or an operator's choice of timepoints)
+# starts again at WAITING, HELD or READY from any state.
 TRANSITIONS: dict[CaseState | None, frozenset[CaseState]] = {
-    None: frozenset({CaseState.WAITING, CaseState.READY}),
+    None: frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY}),
     CaseState.WAITING: frozenset({CaseState.READY}),
-    CaseState.READY: frozenset({CaseState.QUEUED, CaseState.DONE, CaseState.FAILED}),
-    CaseState.QUEUED: frozenset(
-        {CaseState.RUNNING, CaseState.DONE, CaseState.FAILED, CaseState.READY}
+    CaseState.HELD: frozenset({CaseState.READY}),
+    CaseState.READY: frozenset(
+        {CaseState.QUEUED, CaseState.DONE, CaseState.FAILED, CaseState.DECLINED}
     ),
-    CaseState.RUNNING: frozenset({CaseState.DONE, CaseState.FAILED, CaseState.READY}),
+    CaseState.QUEUED: frozenset(
+        {CaseState.RUNNING, CaseState.DONE, CaseState.FAILED, CaseState.DECLINED, CaseState.READY}
+    ),
+    CaseState.RUNNING: frozenset(
+        {CaseState.DONE, CaseState.FAILED, CaseState.DECLINED, CaseState.READY}
+    ),
     CaseState.DONE: frozenset({CaseState.EXPORTED, CaseState.FAILED_EXPORT}),
     CaseState.EXPORTED: frozenset(),
     CaseState.FAILED: frozenset(),
+    CaseState.DECLINED: frozenset(),
     CaseState.FAILED_EXPORT: frozenset({CaseState.EXPORTED}),
 }
-_ALWAYS = frozenset({CaseState.WAITING})  # inputs changed: waiting again, from anywhere
-_NEW_VERSION = frozenset({CaseState.WAITING, CaseState.READY})
+_ALWAYS = frozenset({CaseState.WAITING, CaseState.HELD})  # inputs changed, from anywhere
+_NEW_VERSION = frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY})
 
 
 class InvalidTransitionError(ValueError):
@@ -223,6 +240,24 @@ def decide_cases(studies: Sequence[StudyInputs]) -> list[CaseDecision]:
             )
         )
     return decisions
+
+
+HOLD_INPUT = "held"  # the one input of a held case: the conflict (its fingerprint follows it)
+
+
+def held_decision(kind: CaseKind, conflict: str) -> CaseDecision:
+    """A case held because the patient's timepoints conflict (``dicom_io.pairing``)."""
+    return CaseDecision(
+        kind=kind,
+        state=CaseState.HELD,
+        reason=(
+            f"timepoints conflict: {conflict}. Choose the baseline and restaging studies on "
+            "the worklist or with larc pair"
+        ),
+        baseline_study_uid=None,
+        restaging_study_uid=None,
+        inputs={HOLD_INPUT: conflict},
+    )
 
 
 @dataclass(frozen=True)

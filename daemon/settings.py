@@ -157,12 +157,29 @@ class PairingSettings(_Section):
             "marking a baseline study."
         ),
     )
+    other_pattern: str = Field(
+        default=r"mid.?(treat|therapy|course|crt|way)|interim|follow.?up|surveillance|recurren",
+        description=(
+            "Regex (case-insensitive) on ClinicalTrialTimePointID, else StudyDescription, "
+            "marking a study that is neither baseline nor restaging (mid-treatment, "
+            "follow-up); checked before the other two. Empty: none."
+        ),
+    )
     min_interval_days: int = Field(
         default=21, ge=0, description="Shortest gap between baseline and restaging."
     )
     max_interval_days: int = Field(
         default=200, ge=1, description="Longest gap between baseline and restaging."
     )
+
+    @field_validator("restaging_pattern", "baseline_pattern", "other_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
 
     def policy(self) -> PairingPolicy:
         """These settings as the pairing code takes them."""
@@ -171,6 +188,7 @@ class PairingSettings(_Section):
             self.baseline_pattern,
             self.min_interval_days,
             self.max_interval_days,
+            self.other_pattern,
         )
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from daemon import __version__
-from daemon.cli import config, demo, harness, health, serve, status, synth, train, workers
+from daemon.cli import config, demo, harness, health, pair, serve, status, synth, train, workers
 from daemon.logs import configure_logging
 
 app = typer.Typer(
@@ -20,7 +20,8 @@ app = typer.Typer(
         "them, pairs each patient's baseline and restaging studies, scores every ready case "
         "(worker threads, or larc worker processes on a Redis broker) and sends the results - "
         "a TID 1500 SR and Grad-CAM Secondary Captures - back to the PACS (or an outbox "
-        "folder). Also: status, config, retry-exports, worker, health checks (echo, "
+        "folder). Also: status, pair (choose a held patient's baseline and restaging studies), "
+        "config, retry-exports, worker, health checks (echo, "
         "ping-workers), the synthetic cohort generator (synth), the demo, the harness (a real "
         "Orthanc, Redis and workers on this machine), and training and evaluation of the "
         "models (train, evaluate). With web.token set, larc serve also serves the web worklist, "
@@ -64,6 +65,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "synth": synth.synth,
     "serve": serve.serve,
     "status": status.status,
+    "pair": pair.pair,
     "demo": demo.demo,
     "harness": harness.harness,
     "echo": health.echo,

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from daemon.index.rows import (
     SeriesRow,
     StoredInstance,
     StudyRow,
+    TimepointChoiceRow,
 )
 from daemon.index.schema import create_or_upgrade
 
@@ -221,7 +222,7 @@ class Index:
                 (role, reason, b_values, referenced, series_uid),
             )
 
-    def set_timepoints(self, timepoints: dict[str, tuple[str, str]]) -> None:
+    def set_timepoints(self, timepoints: Mapping[str, tuple[str, str]]) -> None:
         """Store each study's timepoint and the reason: {study_uid: (timepoint, reason)}."""
         with self._transaction() as db:
             db.executemany(
@@ -383,7 +384,7 @@ class Index:
                 (case_id, json.dumps(new, sort_keys=True), now, who),
             )
             fingerprint = case_fingerprint(json.loads(case["inputs"] or "{}"), new)
-            rescore = case["state"] != CaseState.WAITING
+            rescore = case["state"] not in (CaseState.WAITING, CaseState.HELD)
             if rescore:
                 version += 1
                 check_transition(CaseState(case["state"]), CaseState.READY, new_version=True)
@@ -405,6 +406,83 @@ class Index:
                 [(case_id, version, n, o, v, who, via, now) for n, o, v in changes],
             )
         return ReadingsSaved(version, changes, rescore)
+
+    def choose_timepoints(
+        self,
+        patient_id: str,
+        baseline_study_uid: str | None,
+        restaging_study_uid: str | None,
+        who: str,
+        via: str,
+        note: str = "",
+    ) -> None:
+        """Record an operator's choice of a patient's baseline and restaging studies (audited;
+        ``None`` for both: back to larc's own rules). The assembler applies it on its next
+        pass (:meth:`take_new_choices`): the patient's cases are decided again, a held case as
+        a new version. ``ValueError`` when a study is not the patient's or the restaging is not
+        dated after the baseline (date order binds operators too)."""
+        if restaging_study_uid and not baseline_study_uid:
+            raise ValueError("choose the baseline study too (a restaging needs its baseline)")
+        with self._transaction() as db:
+            known = db.execute("SELECT 1 FROM patients WHERE patient_id = ?", (patient_id,))
+            if known.fetchone() is None:
+                raise ValueError("no such patient in the index")
+            dates: dict[str, str] = {}
+            for uid in (baseline_study_uid, restaging_study_uid):
+                if not uid:
+                    continue
+                row = db.execute(
+                    "SELECT study_date FROM studies WHERE study_uid = ? AND patient_id = ?",
+                    (uid, patient_id),
+                ).fetchone()
+                if row is None:
+                    raise ValueError(f"study {uid} is not one of this patient's studies")
+                dates[uid] = row["study_date"] or ""
+                if not (len(dates[uid]) >= 8 and dates[uid][:8].isdigit()):
+                    raise ValueError(f"study {uid} has no valid StudyDate: it cannot be ordered")
+            if baseline_study_uid and restaging_study_uid:
+                if baseline_study_uid == restaging_study_uid:
+                    raise ValueError("the baseline and the restaging must be different studies")
+                if not dates[baseline_study_uid] < dates[restaging_study_uid]:
+                    raise ValueError(
+                        f"the restaging study ({dates[restaging_study_uid] or 'undated'}) must "
+                        f"be dated after the baseline ({dates[baseline_study_uid] or 'undated'})"
+                    )
+            db.execute(
+                "INSERT INTO timepoint_choices (patient_id, baseline_study_uid, "
+                "restaging_study_uid, who, via, note, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patient_id, baseline_study_uid, restaging_study_uid, who, via, note, time.time()),
+            )
+
+    def timepoint_choice(self, patient_id: str) -> TimepointChoiceRow | None:
+        """The operator's latest choice of timepoints for a patient (``None``: larc's rules)."""
+        rows = self._read(
+            "SELECT * FROM timepoint_choices WHERE patient_id = ? ORDER BY id DESC LIMIT 1",
+            (patient_id,),
+        )
+        if not rows or rows[0]["baseline_study_uid"] is None:
+            return None
+        return TimepointChoiceRow.from_row(rows[0])
+
+    def timepoint_choices(self, patient_id: str) -> list[TimepointChoiceRow]:
+        """Every choice of timepoints made for a patient, newest first (the audit)."""
+        rows = self._read(
+            "SELECT * FROM timepoint_choices WHERE patient_id = ? ORDER BY id DESC",
+            (patient_id,),
+        )
+        return [TimepointChoiceRow.from_row(r) for r in rows]
+
+    def take_new_choices(self) -> list[str]:
+        """The patients with a choice of timepoints not yet applied; marks them applied."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT DISTINCT patient_id FROM timepoint_choices WHERE applied_at IS NULL"
+            ).fetchall()
+            db.execute(
+                "UPDATE timepoint_choices SET applied_at = ? WHERE applied_at IS NULL",
+                (time.time(),),
+            )
+        return [r["patient_id"] for r in rows]
 
     # -- named readers ---------------------------------------------------------------------------
 

@@ -233,3 +233,18 @@ class RejectionRow(_Row):
     sop_uid: str | None
     status: int
     reason: str
+
+
+@dataclass(frozen=True)
+class TimepointChoiceRow(_Row):
+    """An operator's choice of a patient's baseline and restaging studies."""
+
+    id: int
+    patient_id: str
+    baseline_study_uid: str | None
+    restaging_study_uid: str | None
+    who: str
+    via: str
+    note: str
+    at: float
+    applied_at: float | None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -142,6 +142,17 @@ CREATE TABLE IF NOT EXISTS reading_audit (
     via TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS timepoint_choices (
+    id INTEGER PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    baseline_study_uid TEXT,
+    restaging_study_uid TEXT,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL,
+    applied_at REAL
+);
 CREATE INDEX IF NOT EXISTS cases_by_state ON cases(state);
 CREATE INDEX IF NOT EXISTS cases_by_patient ON cases(patient_id);
 CREATE INDEX IF NOT EXISTS results_by_case ON results(case_id, created_at);
@@ -157,11 +168,12 @@ def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
     row = db.execute("SELECT version FROM schema_version").fetchone()
     if row is None:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] in (1, 2):
+    elif row[0] in (1, 2, 3):
         if row[0] == 1:  # 1 -> 2: cases remember their work key and task
             db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
             db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
-        # 2 -> 3: radiologist readings and their audit (new tables, created above)
+        # 2 -> 3: radiologist readings and their audit; 3 -> 4: operators' choices of
+        # timepoints (new tables, created above)
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     elif row[0] != SCHEMA_VERSION:
         raise RuntimeError(

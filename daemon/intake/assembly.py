@@ -24,6 +24,7 @@ from daemon.cases import (
     case_fingerprint,
     case_id,
     decide_cases,
+    held_decision,
 )
 from daemon.index import Index
 from daemon.loops import BackgroundLoop
@@ -31,6 +32,7 @@ from dicom_io.pairing import (
     BASELINE,
     BY_DATE_ORDER,
     RESTAGING,
+    PairingChoice,
     PairingPolicy,
     StudyFacts,
     assign_timepoints,
@@ -90,6 +92,7 @@ class Assembler:
     def _run_once(self, now: float) -> list[str]:
         due = self.index.studies_due(now - self.stable_age_s)
         patients = set(self.priors.take_answered()) if self.priors is not None else set()
+        patients.update(self.index.take_new_choices())  # an operator chose timepoints
         for study in due:
             self._classify(study.study_uid)
             self.index.mark_stable(study.study_uid, now)
@@ -138,8 +141,14 @@ class Assembler:
             for s in studies
             if any(f.role in _IMAGING_ROLES for f in series_of[s.study_uid])
         ]
-        timepoints = assign_timepoints(imaging, self.policy)
+        choice = self._choice(patient_id)
+        pairing = assign_timepoints(imaging, self.policy, choice)
+        timepoints = pairing.timepoints
         self.index.set_timepoints(timepoints)
+        if pairing.conflict is not None:
+            for kind in CaseKind:
+                self._store_case(patient_id, held_decision(kind, pairing.conflict))
+            return
         inputs = [
             StudyInputs(uid, timepoint, series_of[uid])
             for uid, (timepoint, _) in timepoints.items()
@@ -149,7 +158,8 @@ class Assembler:
         # baseline sits in the PACS: ask first, and hold its cases until the PACS has answered.
         lone = [reason for _, reason in timepoints.values()] == [BY_DATE_ORDER]
         hold = False
-        if self.priors is not None and (lone or (RESTAGING in found and BASELINE not in found)):
+        asked = lone or (RESTAGING in found and BASELINE not in found)
+        if self.priors is not None and choice is None and asked:
             self.priors.request(patient_id, case_id(patient_id, CaseKind.RESPONSE))
             hold = lone and not self.priors.finished(patient_id)
         for decided in decide_cases(inputs):
@@ -159,7 +169,18 @@ class Assembler:
                     "(the only study on hand may be a restaging study)"
                 )
                 decided = replace(decided, state=CaseState.WAITING, reason=reason)  # noqa: PLW2901
+            if choice is not None:
+                decided = replace(  # noqa: PLW2901
+                    decided, reason=f"{decided.reason} (timepoints chosen by {choice.who})"
+                )
             self._store_case(patient_id, decided)
+
+    def _choice(self, patient_id: str) -> PairingChoice | None:
+        row = self.index.timepoint_choice(patient_id)
+        if row is None:
+            return None
+        at = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.at))
+        return PairingChoice(row.baseline_study_uid or "", row.restaging_study_uid, row.who, at)
 
     def _store_case(self, patient_id: str, decision: CaseDecision) -> None:
         cid = case_id(patient_id, decision.kind)
@@ -191,6 +212,8 @@ class Assembler:
         )
         if decision.state == CaseState.READY and changed:
             self.on_ready(cid, version, decision.kind)
+        elif changed and decision.state == CaseState.HELD:
+            logger.warning("case %s (%s) held: %s", cid, decision.kind, decision.reason)
         elif changed:
             logger.info("case %s (%s) waiting: %s", cid, decision.kind, decision.reason)
 

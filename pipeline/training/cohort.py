@@ -132,7 +132,7 @@ def timepoint_files(
     facts = [
         StudyFacts(s.study_uid, s.date, s.description, s.time_point_id) for s in studies.values()
     ]
-    chosen = assign_timepoints(facts, policy)
+    chosen = assign_timepoints(facts, policy).timepoints  # a conflict: no timepoints at all
     return {
         timepoint: studies[uid].paths
         for uid, (timepoint, _) in chosen.items()

@@ -20,6 +20,7 @@ from daemon.index import INDEX_FILE, Index
 from daemon.intake.assembly import Assembler, log_ready
 from daemon.intake.ingest import Ingest
 from daemon.intake.priors import PriorRetriever
+from daemon.scoring.checks import InputPolicy
 from daemon.scoring.dispatcher import Dispatcher
 from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
 from daemon.scoring.model import ModelInfo
@@ -166,6 +167,7 @@ class Daemon:
             settings.workers.lease_s,
             embedded=settings.broker.url is None,
             on_result=self.exporter.wake,
+            policy=InputPolicy(settings.scoring.out_of_range, settings.scoring.envelope_margin),
         )
 
     def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:

@@ -274,6 +274,30 @@ class ModelSettings(_Section):
     )
 
 
+class ScoringSettings(_Section):
+    """What a case's inputs must be before it is scored."""
+
+    out_of_range: Literal["decline", "warn"] = Field(
+        default="decline",
+        description=(
+            "A case whose inputs lie outside the bundle's training envelope (slice thickness, "
+            "pixel spacing, matrix, orientation, b-values, vendor, field strength, tumour "
+            "volume, intensities): decline (not scored, nothing sent, every reason shown) or "
+            "warn (scored; the SR lists the warnings). A bundle without an envelope counts as "
+            "outside."
+        ),
+    )
+    envelope_margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description=(
+            "How far past the training range a number may lie, as a fraction of the bound "
+            "(0.1: a 5.0 mm maximum admits 5.5 mm)."
+        ),
+    )
+
+
 class ClientTlsSettings(_Section):
     """TLS when larc connects to a destination. Off unless ``enabled``."""
 
@@ -418,6 +442,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     workers: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
+    scoring: ScoringSettings = ScoringSettings()
     export: ExportSettings = ExportSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()

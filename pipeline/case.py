@@ -34,6 +34,7 @@ from dicom_io.roles import SeriesRole
 from dicom_io.selection import SelectedStudy, SeriesFiles
 from dicom_io.series import read_series, split_by_b_value
 from pipeline.config import PreprocessConfig
+from pipeline.envelope import SequenceFacts, sequence_facts
 from pipeline.errors import PipelineInputError
 from pipeline.kinds import (
     BASELINE,
@@ -58,7 +59,16 @@ from pipeline.timing import Stopwatch
 log = logging.getLogger(__name__)
 
 _ROLE_OF = {"T2": SeriesRole.T2W_AX, "DWI": SeriesRole.DWI, "CE": SeriesRole.CE_T1}
-_FORMAT = 1
+# how the envelope and its reasons name a series: "baseline T2W", "restaging CE-T1"
+SEQUENCE_NAMES = {
+    SeriesRole.T2W_AX: "T2W",
+    SeriesRole.DWI: "DWI",
+    SeriesRole.ADC: "ADC",
+    SeriesRole.CE_T1: "CE-T1",
+}
+_FORMAT = 2  # 2: with the series facts of the training envelope
+CASE_FORMAT = _FORMAT  # what a cache of prepared inputs is keyed by
+_READABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -91,6 +101,8 @@ class CaseInputs:
     features: dict[str, TumourFeatures] = field(default_factory=dict)  # by timepoint
     problems: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage when prepared
+    # the facts of each series read ("baseline T2W" ...): what the training envelope checks
+    acquisition: dict[str, SequenceFacts] = field(default_factory=dict)
 
     def require(self, slices: Sequence[str] = (), stacks: Sequence[str] = ()) -> None:
         """Raise :class:`PipelineInputError` naming what is missing and why."""
@@ -116,6 +128,7 @@ class CaseInputs:
             "features": {k: asdict(v) for k, v in self.features.items()},
             "problems": self.problems,
             "seconds": self.seconds,
+            "acquisition": {k: v.to_json() for k, v in self.acquisition.items()},
         }
         arrays: dict[str, Any] = {f"slice_{k}": v.array for k, v in self.slices.items()}
         arrays |= {f"stack_{k}": v.array for k, v in self.stacks.items()}
@@ -133,7 +146,7 @@ class CaseInputs:
         """Read what :meth:`to_bytes` gave."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             header = json.loads(str(arrays["header"]))
-            if header.get("format") != _FORMAT:
+            if header.get("format") not in _READABLE_FORMATS:
                 raise PipelineInputError(f"{name} holds prepared inputs of another format")
             slices = {
                 k: SliceInput(**{**v, "array": arrays[f"slice_{k}"]})
@@ -150,6 +163,9 @@ class CaseInputs:
             features={k: TumourFeatures(**v) for k, v in header["features"].items()},
             problems=list(header["problems"]),
             seconds=dict(header.get("seconds", {})),
+            acquisition={
+                k: SequenceFacts.from_json(v) for k, v in header.get("acquisition", {}).items()
+            },
         )
 
 
@@ -163,6 +179,7 @@ class _Study:
         self._images: dict[str, tuple[sitk.Image, list[Dataset]]] = {}
         self._dwi: tuple[sitk.Image, sitk.Image, float, list[Dataset]] | None = None
         self._masks: dict[str, tuple[sitk.Image, str] | None] = {}
+        self._b_values: dict[str, tuple[float, ...]] = {}
 
     def has(self, role: SeriesRole) -> bool:
         return role in self.selected.images
@@ -184,6 +201,7 @@ class _Study:
             if len(by_b) < 2:
                 raise PipelineInputError("the DWI series holds a single b-value")
             values = sorted(by_b)
+            self._b_values[chosen.series_uid] = tuple(values)
             b_low, b_high = values[0], values[-1]
             low, high = by_b[b_low], by_b[b_high]
             high = sort_by_position(high)
@@ -191,6 +209,24 @@ class _Study:
             self._images[chosen.series_uid] = (self._dwi[1], high)
         else:
             self._images[chosen.series_uid] = (read_series(datasets), datasets)
+
+    def facts(self) -> dict[SeriesRole, SequenceFacts]:
+        """The facts of every image series read so far (:mod:`pipeline.envelope`), with the
+        tumour mask on its grid where there is one (its own, else carried from the T2W)."""
+        out = {}
+        for role, chosen in self.selected.images.items():
+            if chosen.series_uid not in self._images:
+                continue
+            image, datasets = self._images[chosen.series_uid]
+            carry = [r for r in (SeriesRole.T2W_AX, SeriesRole.DWI) if r is not role]
+            try:
+                mask: sitk.Image | None = self.mask_for(role, image, carry)[0]
+            except (PipelineInputError, InvalidInputError):
+                mask = None
+            out[role] = sequence_facts(
+                datasets, image, mask, self._b_values.get(chosen.series_uid, ())
+            )
+        return out
 
     def dwi_pair(self) -> tuple[sitk.Image, sitk.Image, float]:
         self.image(SeriesRole.DWI)
@@ -212,6 +248,7 @@ class _Study:
     ) -> tuple[sitk.Image, str] | None:
         for mask in self.selected.masks_on(series.series_uid):
             ds = read_dicom(mask.paths[0])
+            _same_frame(ds, mask, datasets[0], series)
             if mask.role is SeriesRole.RTSTRUCT:
                 return rtstruct_mask(ds, datasets, self.roi_pattern), f"RTSTRUCT {mask.series_uid}"
             return seg_mask(ds, datasets), f"SEG {mask.series_uid}"
@@ -239,6 +276,26 @@ class _Study:
                     )
                 return carried, f"{found[1]} on {other.value}, carried"
         raise PipelineInputError(f"no tumour mask for the {role.value} series")
+
+
+def _mask_frame(ds: Dataset) -> str:
+    """The frame of reference a mask is drawn in ("" when it does not say)."""
+    if "ReferencedFrameOfReferenceSequence" in ds:  # RTSTRUCT
+        items = ds.ReferencedFrameOfReferenceSequence
+        return str(items[0].get("FrameOfReferenceUID", "")) if items else ""
+    return str(ds.get("FrameOfReferenceUID", ""))  # SEG
+
+
+def _same_frame(mask: Dataset, files: SeriesFiles, image: Dataset, series: SeriesFiles) -> None:
+    """``InvalidInputError`` when the mask is drawn in another frame of reference than the
+    image series it references (its coordinates would not lie on the images)."""
+    drawn, imaged = _mask_frame(mask), str(image.get("FrameOfReferenceUID", ""))
+    if drawn and imaged and drawn != imaged:
+        raise InvalidInputError(
+            f"the {files.role.value} {files.series_uid} is drawn in frame of reference {drawn}, "
+            f"not the frame of reference {imaged} of the {series.role.value} series it "
+            "references: it does not lie on the images"
+        )
 
 
 def _slice(study: _Study, sequence: str, config: PreprocessConfig, n4: N4Parameters) -> SliceInput:
@@ -328,6 +385,9 @@ def prepare_case(
                 out.stacks.update(_stacks(study, config))
             except (PipelineInputError, InvalidInputError) as exc:
                 out.problems.append(f"baseline stacks: {exc}")
+        with clock.stage("measure"):
+            for role, facts in study.facts().items():
+                out.acquisition[f"{timepoint} {SEQUENCE_NAMES[role]}"] = facts
     for problem in out.problems:
         log.info("case preparation: %s", problem)
     out.seconds = {k: round(v, 4) for k, v in clock.seconds.items()}

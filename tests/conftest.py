@@ -59,10 +59,11 @@ class TrainedBundle:
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
-    """48 patients (matrix 32), tiny networks, 32-pixel inputs, no N4: checks plumbing, not
+    """48 patients (matrix 48, 12 slices: the geometry of ``cohort``, so that its cases lie
+    inside the training envelope), tiny networks, 32-pixel inputs, no N4: checks plumbing, not
     quality (bench/models.py measures that). Trained once per test session."""
     root = tmp_path_factory.mktemp("trained")
-    spec = CohortSpec(patients=48, seed=21, matrix=32, slices=8, missing_fraction=0.0)
+    spec = CohortSpec(patients=48, seed=21, matrix=48, slices=12, missing_fraction=0.0)
     cohort = generate_cohort(spec, root / "cohort", workers=2)
     folder = root / "bundle"
     args = [

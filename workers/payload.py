@@ -75,6 +75,8 @@ class CasePayload:
     masks: dict[str, dict[str, str]] = field(default_factory=dict)  # timepoint -> Reference
     predecessor: dict[str, str] | None = None  # the SR this version supersedes (Reference)
     clinical: dict[str, Any] = field(default_factory=dict)
+    # inputs outside the training envelope, scored anyway (scoring.out_of_range: warn)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def inputs(self) -> bytes:

@@ -175,6 +175,14 @@ def reading_comments(readings: dict[str, Any]) -> list[str]:
     return [f"Radiologist-read inputs used: {listed}"]
 
 
+def envelope_comments(warnings: list[str]) -> list[str]:
+    """The SR's note of inputs outside the training envelope (scored with a warning)."""
+    return [
+        f"Warning: input outside the model's training envelope, scored anyway: {w}"
+        for w in warnings
+    ]
+
+
 def result_objects(
     payload: CasePayload, analysis: dict[str, Any], algorithm: Algorithm
 ) -> list[ResultObject]:
@@ -195,7 +203,7 @@ def result_objects(
         payload.key,
         payload.created,
         predecessor=payload.predecessor_reference(),
-        comments=reading_comments(payload.clinical),
+        comments=[*envelope_comments(payload.warnings), *reading_comments(payload.clinical)],
     )
     objects = [ResultObject("sr", sr)]
     series_uid = derive_uid(payload.key, "sc-series")

@@ -14,6 +14,7 @@ from daemon.cli.common import demo_bundle, print_table, score_summary, write_syn
 from daemon.index import Index
 from daemon.logs import configure_logging
 from daemon.settings import load_settings
+from pipeline.training.demo import DEMO_MATRIX, DEMO_SLICES
 
 DEMO_BUNDLE_NAME = "larc-demo-synthetic"
 
@@ -45,8 +46,8 @@ def demo(
     cohort = out / "cohort"
     shutil.rmtree(cohort, ignore_errors=True)
     shutil.rmtree(out / "larc-data", ignore_errors=True)
-    write_synthetic_cohort(cohort, patients, seed=0, matrix=64, slices=24, missing_fraction=0.15,
-           seg_fraction=0.4, workers=0)  # fmt: skip
+    write_synthetic_cohort(cohort, patients, seed=0, matrix=DEMO_MATRIX, slices=DEMO_SLICES,
+                           missing_fraction=0.15, seg_fraction=0.4, workers=0)  # fmt: skip
     _demo_run(out, cohort, bundle)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 

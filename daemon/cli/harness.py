@@ -13,6 +13,7 @@ import typer
 
 from daemon.cli.common import demo_bundle, write_synthetic_cohort
 from daemon.logs import configure_logging
+from pipeline.training.demo import DEMO_MATRIX, DEMO_SLICES
 
 
 def harness(
@@ -38,7 +39,13 @@ def harness(
             min=0, help="Synthetic patients to push into Orthanc with storescu (0: none)."
         ),
     ] = 4,
-    matrix: Annotated[int, typer.Option(help="Matrix of the synthetic T2W images.")] = 64,
+    matrix: Annotated[
+        int,
+        typer.Option(
+            help="Matrix of the synthetic T2W images (the demo bundle's training envelope "
+            "holds 48: other matrices are declined unless scoring.out_of_range is warn)."
+        ),
+    ] = DEMO_MATRIX,
     cohort: Annotated[
         Path | None,
         typer.Option(
@@ -85,7 +92,7 @@ def harness(
         sources = [cohort]
     elif patients:
         generated = folder / "cohort"
-        write_synthetic_cohort(generated, patients, seed=0, matrix=matrix, slices=24,
+        write_synthetic_cohort(generated, patients, seed=0, matrix=matrix, slices=DEMO_SLICES,
                                missing_fraction=0.15, seg_fraction=0.4, workers=0)  # fmt: skip
         sources = sorted(p for p in generated.iterdir() if p.is_dir())  # patient folders
     spec = HarnessSpec(

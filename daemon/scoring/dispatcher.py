@@ -1,7 +1,9 @@
 """Dispatch: ready cases become work for the workers, and their results come back.
 
 A case moves ``ready`` -> ``queued`` -> ``running`` -> ``done`` (results stored under
-``<data_dir>/results/``, its exports queued), or to ``failed`` with the stage and reason; the
+``<data_dir>/results/``, its exports queued), to ``declined`` when its inputs must not be
+scored (:mod:`daemon.scoring.checks`: nothing is sent), or to ``failed`` with the stage and
+reason; the
 exporter (:mod:`daemon.export`) takes it from ``done``. The index is the queue: a restarted
 daemon picks up where it stopped.
 """
@@ -21,6 +23,7 @@ import pydicom
 from daemon.cases import CaseState
 from daemon.index import CaseRow, Index
 from daemon.loops import BackgroundLoop
+from daemon.scoring.checks import CaseDeclined, InputPolicy
 from daemon.scoring.executors import Executor, WorkState
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.work_order import WorkOrders
@@ -47,15 +50,17 @@ class Dispatcher:
         lease_s: float,
         embedded: bool,
         on_result: Callable[[], None] | None = None,
+        policy: InputPolicy | None = None,
     ) -> None:
         """``destinations``: the export destinations each result is queued for;
-        ``on_result``: called after a result is stored (the exporter's wake-up)."""
+        ``on_result``: called after a result is stored (the exporter's wake-up); ``policy``:
+        what to do with inputs outside the training envelope (``scoring.*``)."""
         self.index = index
         self.data_dir = data_dir
         self.model = model
         self.executor = executor
         self.destinations = list(destinations)
-        self.orders = WorkOrders(index, model, manufacturer)
+        self.orders = WorkOrders(index, model, manufacturer, policy)
         self.lease_s = lease_s
         self.embedded = embedded
         self.on_result = on_result
@@ -92,6 +97,11 @@ class Dispatcher:
     def _dispatch(self, case: CaseRow) -> None:
         try:
             payload = self.orders.build(case)
+        except CaseDeclined as exc:
+            reason = "declined: " + "; ".join(exc.reasons)
+            self.index.set_case_state(case.case_id, case.version, CaseState.DECLINED, reason)
+            logger.warning("case %s version %d %s", case.case_id, case.version, reason)
+            return
         except (PipelineInputError, InvalidInputError, OSError) as exc:
             self.index.set_case_state(
                 case.case_id, case.version, CaseState.FAILED, f"prepare: {exc}"
@@ -102,9 +112,13 @@ class Dispatcher:
             self._after_result(case.case_id, case.version, payload.key)  # done before
             return
         handle = self.executor.submit(payload.to_json())
+        warned = ""
+        if payload.warnings:
+            warned = f" with warnings (the SR lists them): {'; '.join(payload.warnings)}"
+            logger.warning("case %s version %d scored%s", case.case_id, case.version, warned)
         if self.index.set_case_state(
-            case.case_id, case.version, CaseState.QUEUED, f"queued for {self.model.label}",
-            payload.key, handle,
+            case.case_id, case.version, CaseState.QUEUED,
+            f"queued for {self.model.label}{warned}", payload.key, handle,
         ):  # fmt: skip
             logger.info("case %s version %d queued", case.case_id, case.version)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import PreprocessConfig
+from pipeline.envelope import Envelope
 from pipeline.manifest import verify_bundle
 
 
@@ -19,6 +20,7 @@ class ModelInfo:
     version: str
     preprocess: PreprocessConfig
     cr_features: tuple[str, ...] = ()  # the radiologist-read features of the CR/CRD models
+    envelope: Envelope | None = None  # what the training patients' series were (None: unknown)
 
     @property
     def label(self) -> str:
@@ -31,4 +33,7 @@ class ModelInfo:
         (a ``ValueError``) naming what is wrong."""
         manifest, preprocess = verify_bundle(folder)
         cr = tuple(str(f) for f in (manifest.get("response") or {}).get("cr_features") or ())
-        return cls(folder, str(manifest["name"]), str(manifest["version"]), preprocess, cr)
+        envelope = Envelope.from_json(manifest["envelope"]) if manifest.get("envelope") else None
+        return cls(
+            folder, str(manifest["name"]), str(manifest["version"]), preprocess, cr, envelope
+        )

@@ -20,6 +20,7 @@ import pydicom
 
 from daemon.cases import RecordedSeries, recorded_series
 from daemon.index import CaseRow, Index
+from daemon.scoring.checks import InputPolicy, check_inputs
 from daemon.scoring.model import ModelInfo
 from dicom_io.pairing import Timepoint
 from dicom_io.roles import SeriesRole
@@ -43,10 +44,17 @@ def _reference(ds: pydicom.Dataset) -> dict[str, str]:
 class WorkOrders:
     """Builds :class:`CasePayload` s from the index and the stored files."""
 
-    def __init__(self, index: Index, model: ModelInfo, manufacturer: str) -> None:
+    def __init__(
+        self,
+        index: Index,
+        model: ModelInfo,
+        manufacturer: str,
+        policy: InputPolicy | None = None,
+    ) -> None:
         self.index = index
         self.model = model
         self.manufacturer = manufacturer
+        self.policy = policy or InputPolicy()
 
     def key(self, case: CaseRow) -> str:
         """The case version's work key (inputs, readings and model; see the payload module)."""
@@ -83,14 +91,16 @@ class WorkOrders:
     def build(self, case: CaseRow) -> CasePayload:
         """Prepare the case's inputs and gather what the workers need (see the module doc).
 
-        Raises ``PipelineInputError``, ``InvalidInputError`` or ``OSError`` when the case
-        cannot be prepared."""
+        Raises :class:`daemon.scoring.checks.CaseDeclined` when the inputs must not be scored
+        (:func:`daemon.scoring.checks.check_inputs`), ``PipelineInputError``,
+        ``InvalidInputError`` or ``OSError`` when the case cannot be prepared."""
         kind = case.kind
         recorded = recorded_series(case.inputs, kind)
         selected = self.selected(recorded)
         inputs = prepare_case(
             selected, self.model.preprocess, signatures=kind.signatures, stacks=kind.stacks
         )
+        warnings = check_inputs(kind, inputs, self.model.envelope, self.policy)
         evidence: list[dict[str, Any]] = []
         for item in inputs.slices.values():
             found = self._header(item.sop_instance_uid) if item.sop_instance_uid else None
@@ -145,4 +155,5 @@ class WorkOrders:
             masks=masks,
             predecessor=predecessor,
             clinical=self.index.readings(case.case_id),
+            warnings=warnings,
         )

@@ -276,12 +276,13 @@ def create_app(context: WebContext) -> FastAPI:
         return _detail(case_id)
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
-    def case_page(request: Request, case_id: str, saved: int = 0) -> Response:
+    def case_page(request: Request, case_id: str, saved: int = 0, chosen: int = 0) -> Response:
         return render(
             request,
             "case.html",
-            {"case": _detail(case_id), "fields": _fields(), "saved": bool(saved), "error": None},
-        )
+            {"case": _detail(case_id), "fields": _fields(), "saved": bool(saved),
+             "chosen": bool(chosen), "error": None},
+        )  # fmt: skip
 
     @app.get(
         "/api/cases/{case_id}/images/{sop_uid}.png",
@@ -356,6 +357,58 @@ def create_app(context: WebContext) -> FastAPI:
                 status=422,
             )  # fmt: skip
         return RedirectResponse(f"/cases/{quote(case_id)}?saved=1", status_code=303)
+
+    # -- timepoints ----------------------------------------------------------------------------
+
+    def choose(case_id: str, body: models.TimepointsIn, user: User) -> dict[str, Any]:
+        case = context.index.case(case_id)
+        if case is None:
+            raise HTTPException(status_code=404, detail=f"no case {case_id}")
+        try:
+            context.index.choose_timepoints(
+                case.patient_id, body.baseline_study_uid or None,
+                body.restaging_study_uid or None, user.name, user.via, body.note.strip(),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        logger.info("case %s: timepoints chosen by %s", case_id, user.name)
+        return {
+            "case_id": case_id,
+            "patient_cases": [c.case_id for c in context.index.cases(patient_id=case.patient_id)],
+            "recorded": True,
+        }
+
+    @app.put("/api/cases/{case_id}/timepoints", response_model=models.TimepointsOut,
+             tags=["cases"])  # fmt: skip
+    def api_choose(
+        request: Request, case_id: str, body: Annotated[models.TimepointsIn, Body()]
+    ) -> dict[str, Any]:
+        """Choose the patient's baseline and restaging studies by hand (audited): how a case
+        held for conflicting timepoints is resolved. larc serve pairs the patient's cases again
+        within seconds, as new versions; the restaging must be dated after the baseline."""
+        return choose(case_id, body, _user(request))
+
+    @app.post("/cases/{case_id}/timepoints", include_in_schema=False)
+    async def form_choose(request: Request, case_id: str) -> Response:
+        form = await request.form()
+        body = models.TimepointsIn(
+            baseline_study_uid=str(form.get("baseline", "")) or None,
+            restaging_study_uid=str(form.get("restaging", "")) or None,
+            note=str(form.get("note", "")),
+        )
+        try:
+            choose(case_id, body, _user(request))
+        except HTTPException as exc:
+            if exc.status_code != 422:
+                raise
+            return render(
+                request,
+                "case.html",
+                {"case": _detail(case_id), "fields": _fields(), "saved": False,
+                 "error": exc.detail},
+                status=422,
+            )  # fmt: skip
+        return RedirectResponse(f"/cases/{quote(case_id)}?chosen=1", status_code=303)
 
     # -- operations ----------------------------------------------------------------------------
 

@@ -168,6 +168,17 @@ class AuditEntry(BaseModel):
     at: str | None
 
 
+class PairingChoiceOut(BaseModel):
+    """An operator's choice of the patient's baseline and restaging studies (audit)."""
+
+    baseline_study_uid: str | None = Field(description="None: back to larc's rules")
+    restaging_study_uid: str | None
+    who: str
+    via: str
+    note: str
+    at: str | None
+
+
 class CaseDetail(BaseModel):
     """Everything larc knows of a case."""
 
@@ -184,6 +195,7 @@ class CaseDetail(BaseModel):
     history: list[HistoryEntry] = Field(description="newest first")
     readings: dict[str, str]
     audit: list[AuditEntry] = Field(description="newest first")
+    pairing_choices: list[PairingChoiceOut] = Field(default=[], description="newest first")
 
 
 class ReadingFieldOut(BaseModel):
@@ -219,3 +231,21 @@ class ReadingsOut(BaseModel):
     version: int
     rescoring: bool
     changes: list[Change]
+
+
+class TimepointsIn(BaseModel):
+    """The patient's baseline and restaging studies, chosen by hand (both None: back to
+    larc's rules). The restaging must be dated after the baseline."""
+
+    baseline_study_uid: str | None
+    restaging_study_uid: str | None = None
+    note: str = ""
+
+
+class TimepointsOut(BaseModel):
+    """What choosing did: the choice is recorded; larc serve pairs the patient's cases again
+    within seconds (new versions)."""
+
+    case_id: str
+    patient_cases: list[str]
+    recorded: bool

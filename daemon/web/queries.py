@@ -360,9 +360,15 @@ def case_detail(
             (case_id,),
         )
     ]
+    choices = [
+        {"baseline_study_uid": c.baseline_study_uid, "restaging_study_uid": c.restaging_study_uid,
+         "who": c.who, "via": c.via, "note": c.note, "at": timestamp(c.at)}
+        for c in index.timepoint_choices(case["patient_id"])
+    ]  # fmt: skip
     return {
         **_case_fields(case),
         "studies": studies,
+        "pairing_choices": choices,
         "results": results,
         "history": history,
         "readings": index.readings(case_id),

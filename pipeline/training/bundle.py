@@ -38,6 +38,7 @@ from pipeline.bundle import (
 )
 from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
+from pipeline.envelope import NUMERIC, Envelope, build_envelope
 from pipeline.features import feature_row, select_cr_features
 from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.manifest import BUNDLE_SCHEMA, write_manifest
@@ -234,6 +235,7 @@ def train_models(
             "train_patients_sha256": sorted(patient_hash(p) for p in train),
         },
         "preprocess": run.preprocess.model_dump(mode="json"),
+        "envelope": build_envelope(inputs[p].acquisition for p in train).to_json(),
         "preprocess_fingerprint": run.preprocess.fingerprint,
         "networks": {
             "response": {
@@ -476,8 +478,38 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"Fingerprint `{manifest['preprocess_fingerprint']}`: "
         + ", ".join(f"{k} {v}" for k, v in manifest["preprocess"].items()),
         "",
+    ]
+    lines += envelope_lines(manifest.get("envelope"))
+    lines += [
+        "",
         "## Limitations",
         "Trained on the data above only; performance elsewhere is unknown until evaluated. The "
-        "RRS is a Cox model on deep-feature principal components, simpler than the study's.",
+        "RRS is a Cox model on deep-feature principal components, simpler than the study's. "
+        "Cases outside the training envelope are declined (or scored with a warning, per "
+        "scoring.out_of_range).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def envelope_lines(data: Mapping[str, Any] | None) -> list[str]:
+    """The model card's section on the training envelope."""
+    lines = ["", "## Training envelope"]
+    if not data:
+        return [*lines, "Not recorded (a bundle of an older larc): inputs are not checked."]
+    envelope = Envelope.from_json(data)
+    lines.append(
+        f"What the {envelope.patients} training patients' series were; a case outside it is "
+        "not scored as if it were inside."
+    )
+    for name in sorted(set(envelope.ranges) | set(envelope.seen)):
+        parts = [
+            f"{NUMERIC[f][0]} {low:.4g}-{high:.4g}{' ' + NUMERIC[f][1] if NUMERIC[f][1] else ''}"
+            for f, (low, high) in envelope.ranges.get(name, {}).items()
+            if f in NUMERIC
+        ]
+        parts += [
+            f"{f.replace('_', ' ')} {', '.join(str(v) for v in values)}"
+            for f, values in envelope.seen.get(name, {}).items()
+        ]
+        lines.append(f"- {name}: " + "; ".join(parts))
+    return lines

@@ -27,7 +27,7 @@ from dicom_io.errors import InvalidInputError
 from dicom_io.pairing import BASELINE, RESTAGING, PairingPolicy, StudyFacts, assign_timepoints
 from dicom_io.roles import DEFAULT_RULES, RoleRule
 from dicom_io.selection import select_files
-from pipeline.case import CaseInputs, prepare_case
+from pipeline.case import CASE_FORMAT, CaseInputs, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
 
@@ -180,6 +180,7 @@ def _cache_path(job: _Job) -> Path | None:
         return None
     key = repr(
         (
+            CASE_FORMAT,
             job.patient_id,
             job.config.fingerprint,
             job.signatures,

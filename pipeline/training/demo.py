@@ -7,20 +7,24 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicom_io.pairing import PairingPolicy
 from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 from pipeline.config import PreprocessConfig
 from pipeline.manifest import BundleError, verify_bundle
-from pipeline.training.bundle import ModelRun, train_models
-from pipeline.training.cohort import load_cohort
-from pipeline.training.networks import Progress, SignatureTraining
+
+if TYPE_CHECKING:  # training imports torch: only when a bundle is trained
+    from pipeline.training.networks import Progress
 
 DEMO_BUNDLE_NAME = "larc-demo-synthetic"
-# the training cohort: 48 patients, 32-pixel images, the series the models read
+# the geometry of the demo's images: the training cohort and the patients larc demo and larc
+# harness send have it, so that those cases lie inside the bundle's training envelope
+DEMO_MATRIX, DEMO_SLICES = 48, 12
+# the training cohort: 48 patients, the series the models read
 DEMO_COHORT = CohortSpec(
-    patients=48, seed=21, matrix=32, slices=8, missing_fraction=0.0, seg_fraction=0.4,
-    series=("t2w", "dwi", "adc", "ce_t1", "rtstruct"),
+    patients=48, seed=21, matrix=DEMO_MATRIX, slices=DEMO_SLICES, missing_fraction=0.0,
+    seg_fraction=0.4, series=("t2w", "dwi", "adc", "ce_t1", "rtstruct"),
 )  # fmt: skip
 
 
@@ -32,6 +36,10 @@ def demo_bundle(
 ) -> Path:
     """``folder/bundle``: kept when it verifies, else trained afresh (about 2 minutes: tiny
     networks, 2 folds, 2 epochs, no N4) on a synthetic cohort that is deleted afterwards."""
+    from pipeline.training.bundle import ModelRun, train_models
+    from pipeline.training.cohort import load_cohort
+    from pipeline.training.networks import SignatureTraining
+
     bundle = folder / "bundle"
     try:
         verify_bundle(bundle)

@@ -2,7 +2,11 @@
 driven by Playwright) signs in to the worklist of a harness (real Orthanc forwarding to larc
 serve, embedded scoring, results back in Orthanc), filters to a patient, opens the response case,
 sees the Grad-CAM images and the score, enters restaging readings, and sees the amended score;
-the amended SR in Orthanc supersedes the first. Screenshots go to test-artifacts/."""
+the amended SR in Orthanc supersedes the first. A patient whose restaging study is described
+"MRI Rectum Staging" is held with nothing sent until the radiologist chooses the timepoints on
+the case page; then it is scored and its SR lands in the restaging study. A patient whose T2W
+slices are thicker than any the bundle saw is declined with that reason and nothing is sent.
+Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pydicom
 import pytest
 
 from daemon.harness import Harness, HarnessSpec
-from dicom_io.synthetic.cohort import CohortResult
+from dicom_io.synthetic.cohort import CohortResult, PatientResult
+from dicom_io.synthetic.vendors import Role
 from tests.conftest import TrainedBundle, require_tool
 from tests.integration.scoring_checks import orthanc_dataset
 
@@ -30,11 +36,68 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 def _srs_in(harness: Harness, study_uid: str) -> list[pydicom.Dataset]:
     query = {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}
     found = harness.pacs.post("/tools/find", query)
-    out = []
+    out: list[pydicom.Dataset] = []
+    if not found:
+        return out
     for series in harness.pacs.get(f"/studies/{found[0]}/series"):
         if series["MainDicomTags"].get("Modality") == "SR":
             out += [orthanc_dataset(harness.pacs, i) for i in series["Instances"]]
     return out
+
+
+def _described(patient: PatientResult, out: Path) -> Path:
+    """The patient's studies as a site that calls every rectal MR "staging" sends them."""
+    texts = {"baseline": "MR PELVIS W WO CONTRAST", "restaging": "MRI Rectum Staging"}
+    for timepoint, study in patient.studies.items():
+        for series in study.series.values():
+            for source in series.files:
+                ds = pydicom.dcmread(source)
+                ds.StudyDescription = texts[timepoint]
+                target = out / timepoint / source.parent.name / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                ds.save_as(target)
+    return out
+
+
+def _thick_t2w(patient: PatientResult, out: Path) -> Path:
+    """The patient's studies with 6 mm axial T2W slices, thicker than any the bundle saw."""
+    for timepoint, study in patient.studies.items():
+        for series in study.series.values():
+            for source in series.files:
+                ds = pydicom.dcmread(source)
+                if series.role is Role.T2W:  # the axial T2W
+                    ds.SliceThickness = "6.0"
+                target = out / timepoint / source.parent.name / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                ds.save_as(target)
+    return out
+
+
+def _resolve_the_held_patient(page: Any, harness: Harness, patient: PatientResult) -> None:
+    """Held with its reason and nothing in the PACS; chosen on the case page; then scored."""
+    baseline = patient.studies["baseline"].study_instance_uid
+    restaging = patient.studies["restaging"].study_instance_uid
+    assert _srs_in(harness, baseline) == []
+    assert _srs_in(harness, restaging) == []
+    page.goto(harness.web_url + f"?patient={patient.patient_id}")
+    assert "timepoints conflict" in page.inner_text("#worklist")
+    page.click("#worklist tbody a[data-kind=response]")
+    assert page.inner_text("#case-state") == "held"
+    assert "is labelled baseline" in page.inner_text("main")
+    page.screenshot(path=str(ARTEFACTS / "case-held.png"), full_page=True)
+    page.select_option("#tp-baseline", baseline)
+    page.select_option("#tp-restaging", restaging)
+    page.fill("#tp-note", "restaging described as staging")
+    page.click("button:has-text('Pair these studies')")
+    assert "Timepoints recorded" in page.inner_text("main")
+    assert "Dr Reader" in page.inner_text("#pairing-audit")
+    deadline = time.monotonic() + 180
+    while page.inner_text("#case-state") != "exported":
+        assert time.monotonic() < deadline, page.inner_text("main")[:2000]
+        time.sleep(1)
+        page.reload()
+    assert "version 2" in page.inner_text("h1")
+    assert "timepoints chosen by Dr Reader" in page.inner_text("main")
 
 
 def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
@@ -43,7 +106,7 @@ def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
     require_tool("/usr/sbin/Orthanc")
     require_tool(CHROMIUM)
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    complete, baseline_only = cohort.patients[:2]
+    complete, baseline_only, unlike, mislabelled = cohort.patients
     restaging_uid = complete.studies["restaging"].study_instance_uid
     manifest = json.loads((trained_bundle.folder / "manifest.json").read_text())
     cr_features = manifest["response"].get("cr_features", [])
@@ -53,6 +116,8 @@ def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
     with Harness(spec) as harness, sync_playwright() as playwright:
         harness.send_to_pacs(cohort.out_dir / complete.patient_id)
         harness.send_to_pacs(baseline_only.studies["baseline"].directory)
+        harness.send_to_pacs(_described(mislabelled, tmp_path / "mislabelled"))
+        harness.send_to_pacs(_thick_t2w(unlike, tmp_path / "unlike"))
         harness.wait_settled(timeout_s=300)
         first = harness.query(
             "SELECT r.* FROM results r JOIN cases c USING (case_id) WHERE c.patient_id = ? "
@@ -72,8 +137,13 @@ def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
         page.fill("#token", harness.web_token)
         page.click("button[type=submit]")
         rows = page.locator("#worklist tbody tr")
-        assert rows.count() == 4  # two cases per patient
+        assert rows.count() == 8  # two cases per patient
         assert page.locator("#worklist .st-waiting").count() == 1  # baseline-only: no restaging
+        assert page.locator("#worklist .st-held").count() == 2  # the mislabelled patient
+        assert page.locator("#worklist .st-declined").count() == 2  # 6 mm T2W slices
+        assert "T2W slice thickness 6.0 mm is outside the training range" in page.inner_text(
+            "#worklist"
+        )
         assert "no restaging study" in page.inner_text("#worklist")
         page.screenshot(path=str(ARTEFACTS / "worklist.png"), full_page=True)
 
@@ -132,14 +202,19 @@ def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
             assert page.inner_text("#score-crd") != crd_before  # the CRD model saw the readings
         assert "Radiologist-read inputs used" in page.inner_text("main")
         page.screenshot(path=str(ARTEFACTS / "case-amended.png"), full_page=True)
+        _resolve_the_held_patient(page, harness, mislabelled)
         health = page.request.get(harness.web_url + "healthz")
         assert health.status == 200, health.text()
-        assert re.search(r'larc_cases\{kind="response",state="exported"\} 1', page.request.get(
+        assert re.search(r'larc_cases\{kind="response",state="exported"\} 2', page.request.get(
             harness.web_url + "metrics").text())  # fmt: skip
         browser.close()
         srs = _srs_in(harness, restaging_uid)
+        paired = _srs_in(harness, mislabelled.studies["restaging"].study_instance_uid)
+        declined = [_srs_in(harness, s.study_instance_uid) for s in unlike.studies.values()]
 
     assert len(srs) == 2  # the first report and the amended one, both in the PACS
+    assert len(paired) == 1  # the response SR, in the study the radiologist chose
+    assert declined == [[], []]  # declined: nothing of that patient reached the PACS
     amended = next(s for s in srs if "PredecessorDocumentsSequence" in s)
     original = next(s for s in srs if "PredecessorDocumentsSequence" not in s)
     reference = amended.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]

@@ -23,9 +23,11 @@ from dicom_io.sr import (
     concept,
     derive_uid,
     measurement_report,
+    read_report,
 )
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import require_tool
+from workers.results import envelope_comments, reading_comments
 
 WHEN = dt.datetime(2026, 11, 23, 10, 30, 0)
 ALGORITHM = Algorithm("larc-rectal", "1.2.3", "larc")
@@ -176,7 +178,8 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
     cohort: CohortResult, tmp_path: Path
 ) -> None:
     """The groups the workers write for a baseline case (DM networks, DLRS, risk group,
-    nomogram, subtype, recurrence score) and the text items listing the readings used."""
+    nomogram, subtype, recurrence score) and the text items listing the readings used and an
+    input outside the training envelope (scoring.out_of_range: warn)."""
     _, pre, mask = _headers(cohort)
     groups = [
         AnalysisGroup(
@@ -207,12 +210,16 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
             source_images=[_ref(pre)],
         ),
     ]
-    sr = measurement_report(
-        [pre, mask], groups, ALGORITHM, "key-b", WHEN,
-        comments=["Radiologist readings used: baseline EMVI 1, CEA 7.2 ng/mL"],
-    )  # fmt: skip
+    warning = "baseline T2W slice thickness 6.0 mm is outside the training range 2.5-5.0 mm"
+    comments = [*envelope_comments([warning]), *reading_comments({"pre_emvi": "1"})]
+    sr = measurement_report([pre, mask], groups, ALGORITHM, "key-b", WHEN, comments=comments)
     assert dciodvfy_errors(sr, tmp_path) == []
     assert sr_template_errors(sr, tmp_path) == []
+    shown = read_report(sr).comments  # what the case page shows
+    assert (
+        "Warning: input outside the model's training envelope, scored anyway: " + warning in shown
+    )
+    assert "Radiologist-read inputs used: pre_emvi = 1" in shown
 
 
 def test_every_output_names_the_algorithm_as_contributing_equipment(

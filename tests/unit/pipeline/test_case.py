@@ -129,6 +129,52 @@ def test_round_trip_through_npz_is_exact(
         assert again.slices[name].sop_instance_uid == piece.sop_instance_uid
     for name, stack in inputs.stacks.items():
         assert np.array_equal(again.stacks[name].array, stack.array)
+    assert again.acquisition == inputs.acquisition
+
+
+def test_the_facts_of_every_series_read_are_recorded_for_the_envelope(
+    prepared: tuple[PatientResult, CaseInputs],
+) -> None:
+    _, inputs = prepared
+    assert set(inputs.acquisition) == {
+        f"{t} {s}" for t in ("baseline", "restaging") for s in ("T2W", "DWI", "CE-T1")
+    } | {"baseline ADC"}
+    t2w = inputs.acquisition["baseline T2W"]
+    assert t2w.matrix == 48
+    assert t2w.orientation == "axial"  # oblique-axial, within 30 degrees
+    assert t2w.slice_thickness_mm is not None
+    assert t2w.manufacturer
+    volume = inputs.features["baseline"].volume_ml  # the same mask as the measurements
+    assert t2w.tumour_volume_ml == pytest.approx(volume)
+    assert t2w.intensity_p5 is not None
+    assert t2w.intensity_p95 is not None
+    assert t2w.intensity_p5 <= (t2w.intensity_p50 or 0) <= t2w.intensity_p95
+    dwi = inputs.acquisition["restaging DWI"]
+    assert len(dwi.b_values) >= 2
+    assert dwi.b_values[0] == 0
+
+
+def test_a_mask_drawn_in_another_frame_of_reference_is_not_used(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    patient = cohort.patients[1]
+    paths = []
+    for role, series in patient.studies["baseline"].series.items():
+        for source in series.files:
+            if role is Role.RTSTRUCT:
+                ds = pydicom.dcmread(source)
+                ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.3.999"
+                source = tmp_path / source.name  # noqa: PLW2901
+                ds.save_as(source)
+            if role is not Role.SEG:
+                paths.append(source)
+    inputs = prepare_case({"baseline": select_files(paths)}, FAST, signatures=("pre_T2",))
+    assert "pre_T2" not in inputs.slices
+    assert any(
+        "is drawn in frame of reference 1.2.3.999, not the frame of reference" in p
+        and "it does not lie on the images" in p
+        for p in inputs.problems
+    ), inputs.problems
 
 
 def test_a_broken_file_is_a_clear_error(cohort: CohortResult, tmp_path: Path) -> None:

@@ -286,6 +286,51 @@ def test_the_readings_form_saves_with_the_signed_in_name(small: Seeded) -> None:
     assert client.get("/cases/none-1").status_code == 404
 
 
+def test_a_held_case_is_resolved_on_its_page_and_through_the_api(small: Seeded) -> None:
+    client, index = small.client, small.index
+    held = "resp-0000003"  # its patient's studies: 1.2.3.3.1 (2024) and 1.2.3.3.2 (2025)
+    db = sqlite3.connect(index.path)
+    db.execute("UPDATE cases SET state = 'held', reason = 'timepoints conflict: the 2025 study "
+               "is labelled baseline' WHERE patient_id = 'P0000003'")  # fmt: skip
+    db.commit()
+    db.close()
+    client.post("/login", data={"token": TOKEN, "name": "Dr Pair"})
+    page = client.get(f"/cases/{held}").text
+    assert "On hold: choose the timepoints" in page
+    assert 'id="tp-baseline"' in page
+
+    kept = client.put(f"/api/cases/{held}/readings", json={"values": {"post_crm": "0"}},
+                      headers=BEARER).json()  # fmt: skip
+    assert kept["rescoring"] is False  # readings never release a held case
+    url = f"/api/cases/{held}/timepoints"
+    reversed_ = client.put(url, headers=BEARER, json={
+        "baseline_study_uid": "1.2.3.3.2", "restaging_study_uid": "1.2.3.3.1"})  # fmt: skip
+    assert reversed_.status_code == 422
+    assert "must be dated after the baseline" in reversed_.json()["detail"]
+    foreign = client.put(url, headers=BEARER, json={"baseline_study_uid": "1.2.3.4.1"})
+    assert foreign.status_code == 422
+    assert index.timepoint_choices("P0000003") == []
+
+    form = {"baseline": "1.2.3.3.1", "restaging": "1.2.3.3.2", "note": "checked the dates"}
+    done = client.post(f"/cases/{held}/timepoints", follow_redirects=False, data=form)
+    assert done.status_code == 303
+    shown = client.get(done.headers["location"]).text
+    assert "Timepoints recorded" in shown
+    assert "checked the dates" in shown
+    choice = index.timepoint_choice("P0000003")
+    assert choice is not None
+    assert (choice.baseline_study_uid, choice.restaging_study_uid, choice.who) == (
+        "1.2.3.3.1", "1.2.3.3.2", "Dr Pair")  # fmt: skip
+    assert index.take_new_choices() == ["P0000003"]  # what the assembler applies next
+    api = client.put(url, headers={**BEARER, "X-Larc-User": "dr.api"},
+                     json={"baseline_study_uid": None}).json()  # fmt: skip
+    assert api["recorded"] is True
+    assert set(api["patient_cases"]) == {held, "base-0000003"}
+    assert index.timepoint_choice("P0000003") is None  # back to larc's rules
+    assert client.put("/api/cases/none-1/timepoints", headers=BEARER,
+                      json={"baseline_study_uid": None}).status_code == 404  # fmt: skip
+
+
 def test_metrics_count_from_the_index_and_health_names_what_fails(tmp_path: Path) -> None:
     seeded = _app(tmp_path, 14, listener_ok=False)
     index = seeded.index

@@ -392,3 +392,14 @@ def prepare_case(
         log.info("case preparation: %s", problem)
     out.seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
     return out
+
+
+def t2w_and_mask(
+    selected: SelectedStudy, roi_pattern: str | None = None
+) -> tuple[sitk.Image, sitk.Image | None]:
+    """A study's axial T2W volume and the tumour mask drawn on it (``None``: none drawn), read
+    as :func:`prepare_case` reads them (what the segmenter is trained on)."""
+    study = _Study(selected, roi_pattern or PreprocessConfig().roi_pattern, Stopwatch())
+    series, image, datasets = study.image(SeriesRole.T2W_AX)
+    own = study.own_mask(series, datasets)
+    return image, own[0] if own is not None else None

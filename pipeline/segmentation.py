@@ -1,0 +1,206 @@
+"""Automatic tumour segmentation (science C): a MONAI U-Net on the axial T2W, and the quality gate
+an automatic mask must pass before anything is scored on it.
+
+The network is 2.5D: a 2D U-Net whose three input channels are a slice and its two neighbours.
+Why not 3D: rectal T2W series are strongly anisotropic (0.5-0.8 mm in plane, 3-4 mm slices, 20-30
+slices), so a 3D patch holds few slices and a 3D network costs ~10x the CPU of a 2D one at the same
+in-plane field of view; the neighbours give the through-plane context that separates the tumour
+from the wall above and below. Inference runs MONAI's sliding-window inferer over each slice
+(gaussian-weighted overlap), so any matrix works with the patch size the network was trained on.
+
+Intensities are scaled per volume (1st-99th percentile to 0-1): vendors scale T2W differently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
+import torch
+from monai.inferers.utils import sliding_window_inference
+from monai.networks.nets.unet import UNet
+from numpy.typing import NDArray
+from scipy import ndimage
+from torch import nn
+
+from pipeline.networks import device
+
+FloatArray = NDArray[np.float32]
+CONTEXT = 1  # neighbouring slices on each side (3 input channels)
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The network and how it sees the images (kept in the bundle with the weights)."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    patch: int = 96  # in-plane patch side (sliding window at inference)
+    residual_units: int = 1
+
+    def network(self) -> nn.Module:
+        """A fresh U-Net of this shape."""
+        return UNet(
+            spatial_dims=2,
+            in_channels=2 * CONTEXT + 1,
+            out_channels=1,
+            channels=self.channels,
+            strides=(2,) * (len(self.channels) - 1),
+            num_res_units=self.residual_units,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """For the manifest."""
+        return {**asdict(self), "channels": list(self.channels), "context": CONTEXT}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SegmenterConfig:
+        """What :meth:`to_json` gave."""
+        return cls(tuple(int(c) for c in data["channels"]), int(data["patch"]),
+                   int(data["residual_units"]))  # fmt: skip
+
+
+def normalise(volume: NDArray[Any]) -> FloatArray:
+    """1st-99th percentile of the volume to 0-1 (clipped)."""
+    low, high = np.percentile(volume, [1, 99])
+    scale = float(high - low) or 1.0
+    out: FloatArray = np.clip((volume.astype(np.float32) - float(low)) / scale, 0.0, 1.0)
+    return out.astype(np.float32)
+
+
+def with_neighbours(volume: FloatArray) -> FloatArray:
+    """(Z, H, W) -> (Z, 3, H, W): each slice with the one below and above (edges repeated)."""
+    padded = np.pad(volume, ((CONTEXT, CONTEXT), (0, 0), (0, 0)), mode="edge")
+    stacked = [padded[k : k + volume.shape[0]] for k in range(2 * CONTEXT + 1)]
+    out: FloatArray = np.stack(stacked, axis=1).astype(np.float32)
+    return out
+
+
+def predict_volume(
+    model: nn.Module, volume: NDArray[Any], config: SegmenterConfig, batch: int = 8
+) -> FloatArray:
+    """Tumour probability (Z, H, W) of a T2W volume (Z, H, W) in raw intensities."""
+    inputs = with_neighbours(normalise(volume))
+    where = device()
+    model = model.to(where).eval()
+    out = np.empty(volume.shape, np.float32)
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch):
+            chunk = torch.from_numpy(inputs[start : start + batch]).to(where)
+            logits = sliding_window_inference(
+                chunk, (config.patch, config.patch), batch, model, overlap=0.25, mode="gaussian"
+            )
+            assert isinstance(logits, torch.Tensor)  # noqa: S101 (MONAI's union return type)
+            out[start : start + batch] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """An automatic mask on the image's grid and what the gate looks at."""
+
+    mask: sitk.Image
+    volume_ml: float
+    mean_probability: float  # inside the mask
+    components: int  # connected parts of at least 10 % of the largest
+    touches_edge: bool  # the mask reaches the edge of the field of view
+    reasons: list[str] = field(default_factory=list)  # why the gate failed it (empty: passed)
+
+    @property
+    def passed(self) -> bool:
+        """Whether the mask may be scored on."""
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """The quality gate's thresholds; set at training time from what the model saw."""
+
+    min_volume_ml: float = 0.5
+    max_volume_ml: float = 500.0
+    min_mean_probability: float = 0.6
+    max_components: int = 1
+    allow_edge: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """For the manifest."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GateLimits:
+        """What :meth:`to_json` gave."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def segment(
+    model: nn.Module, image: sitk.Image, config: SegmenterConfig, limits: GateLimits
+) -> Segmentation:
+    """The automatic tumour mask of a T2W image and the gate's verdict on it."""
+    volume = sitk.GetArrayFromImage(image)
+    probability = predict_volume(model, volume, config)
+    return judge(probability, image, limits)
+
+
+def judge(probability: FloatArray, image: sitk.Image, limits: GateLimits) -> Segmentation:
+    """The largest connected component of ``probability >= 0.5`` and the gate's reasons."""
+    binary = probability >= 0.5
+    labels, count = ndimage.label(binary)
+    sizes = ndimage.sum(binary, labels, range(1, count + 1)) if count else np.zeros(0)
+    keep = np.zeros_like(binary)
+    components = 0
+    if count:
+        largest = int(np.argmax(sizes)) + 1
+        keep = labels == largest
+        components = int(np.sum(sizes >= 0.1 * sizes.max()))
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    volume_ml = float(keep.sum()) * voxel_ml
+    mean_probability = float(probability[keep].mean()) if keep.any() else 0.0
+    edge = bool(keep[:, 0, :].any() or keep[:, -1, :].any() or keep[:, :, 0].any()
+                or keep[:, :, -1].any())  # fmt: skip
+    reasons = []
+    if not keep.any():
+        reasons.append("no tumour found")
+    elif not limits.min_volume_ml <= volume_ml <= limits.max_volume_ml:
+        reasons.append(
+            f"tumour volume {volume_ml:.1f} ml is outside what the model saw in training "
+            f"({limits.min_volume_ml:.1f}-{limits.max_volume_ml:.1f} ml)"
+        )
+    if keep.any() and mean_probability < limits.min_mean_probability:
+        reasons.append(
+            f"mean tumour probability {mean_probability:.2f} is below "
+            f"{limits.min_mean_probability:.2f}"
+        )
+    if components > limits.max_components:
+        reasons.append(f"{components} separate tumour regions (at most {limits.max_components})")
+    if edge and not limits.allow_edge:
+        reasons.append("the outline touches the edge of the field of view")
+    mask = sitk.GetImageFromArray(keep.astype(np.uint8))
+    mask.CopyInformation(image)
+    return Segmentation(mask, volume_ml, mean_probability, components, edge, reasons)
+
+
+def dice(a: NDArray[Any], b: NDArray[Any]) -> float:
+    """Dice overlap of two binary arrays (1.0 when both are empty)."""
+    a, b = a > 0, b > 0
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+def hd95(a: NDArray[Any], b: NDArray[Any], spacing: tuple[float, float, float]) -> float:
+    """95th-percentile symmetric Hausdorff distance in mm between two binary (Z, H, W) masks
+    (``spacing`` x, y, z as SimpleITK gives it); inf when one is empty."""
+    a, b = a > 0, b > 0
+    if not a.any() or not b.any():
+        return math.inf
+    sampling = (spacing[2], spacing[1], spacing[0])
+
+    def surface(m: NDArray[Any]) -> NDArray[Any]:
+        edge: NDArray[Any] = m & ~ndimage.binary_erosion(m)
+        return edge
+
+    to_b = ndimage.distance_transform_edt(~surface(b), sampling=sampling)
+    to_a = ndimage.distance_transform_edt(~surface(a), sampling=sampling)
+    distances = np.concatenate([to_b[surface(a)], to_a[surface(b)]])
+    return float(np.percentile(distances, 95))

@@ -98,9 +98,9 @@ class Dispatcher:
         try:
             payload = self.orders.build(case)
         except CaseDeclined as exc:
-            reason = "declined: " + "; ".join(exc.reasons)
+            reason = "; ".join(exc.reasons)  # the state says declined; the reason says why
             self.index.set_case_state(case.case_id, case.version, CaseState.DECLINED, reason)
-            logger.warning("case %s version %d %s", case.case_id, case.version, reason)
+            logger.warning("case %s version %d declined: %s", case.case_id, case.version, reason)
             return
         except (PipelineInputError, InvalidInputError, OSError) as exc:
             self.index.set_case_state(

@@ -24,6 +24,7 @@ from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 PRIVATE_SCHEME = "99LARC"
@@ -203,6 +204,9 @@ def _group(
     return built
 
 
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+
+
 def measurement_report(
     evidence: Sequence[Dataset],
     groups: Sequence[AnalysisGroup],
@@ -244,14 +248,22 @@ def measurement_report(
         procedure_reported=PROCEDURE_REPORTED,
         imaging_measurements=[_group(g, algorithm, tracking_uid) for g in groups],
     )
-    for text in (RESEARCH_USE, *comments):
-        report[0].ContentSequence.append(
+    # TID 1500 row 12: the report's qualitative evaluations, free text in its row 14
+    evaluations = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    evaluations.ContentSequence = DicomSequence(
+        [
             hd.sr.TextContentItem(
                 name=codes.DCM.Comment,
                 value=text,
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
-        )
+            for text in (RESEARCH_USE, *comments)
+        ]
+    )
+    report[0].ContentSequence.append(evaluations)
     sr = hd.sr.Comprehensive3DSR(
         evidence=ordered,
         content=report[0],
@@ -347,9 +359,15 @@ def read_report(ds: Dataset) -> ReadReport:
                 ],
             )
         )
+    items = list(ds.ContentSequence)
+    for item in ds.ContentSequence:  # TID 1500 row 12 (larc < 0.2 wrote them at the root)
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == (
+            QUALITATIVE_EVALUATIONS.value
+        ):
+            items += list(item.get("ContentSequence", []))
     comments = [
         str(item.TextValue)
-        for item in ds.ContentSequence
+        for item in items
         if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Comment"
     ]
     predecessors = [

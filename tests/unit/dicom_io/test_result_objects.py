@@ -58,6 +58,11 @@ def sr_template_errors(ds: pydicom.Dataset, folder: Path) -> list[str]:
     """PixelMed's DicomSRValidator on ``ds`` (the template itself: TID 1500 and the templates
     and context groups it includes, and content item order): its ``Error`` lines. Warnings
     (content items the template does not name, e.g. our private concepts) are not errors."""
+    return sr_template_findings(ds, folder)[0]
+
+
+def sr_template_findings(ds: pydicom.Dataset, folder: Path) -> tuple[list[str], list[str]]:
+    """PixelMed's DicomSRValidator on ``ds``: its (``Error``, ``Warning``) lines."""
     if not PIXELMED_JAR.is_file():
         pytest.fail(f"{PIXELMED_JAR} not found: run `bash deploy/setup.sh --dev` to install it")
     path = folder / f"{ds.SOPInstanceUID}.sr.dcm"
@@ -72,7 +77,11 @@ def sr_template_errors(ds: pydicom.Dataset, folder: Path) -> list[str]:
     # the validator got through the template (a crash would otherwise look like "no errors")
     assert "Found Root Template TID_1500" in output, output[-2000:]
     assert "Root Template Validation Complete" in output, output[-2000:]
-    return [line for line in output.splitlines() if line.startswith("Error")]
+    lines = output.splitlines()
+    return (
+        [line for line in lines if line.startswith("Error")],
+        [line for line in lines if line.startswith("Warning")],
+    )
 
 
 def _headers(cohort: CohortResult) -> tuple[pydicom.Dataset, pydicom.Dataset, pydicom.Dataset]:
@@ -144,7 +153,9 @@ def test_sr_is_valid_and_reads_back_with_the_numbers(cohort: CohortResult, tmp_p
     root = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in read.ContentSequence}
     assert root["Device Observer Model Name"].TextValue == "larc-rectal 1.2.3"
     assert root["Device Observer Manufacturer"].TextValue == "larc"
-    assert root["Comment"].TextValue == RESEARCH_USE
+    evaluations = root["Qualitative Evaluations"]  # TID 1500 row 12: the text's place
+    assert evaluations.ContentSequence[0].TextValue == RESEARCH_USE
+    assert read_report(sr).comments == [RESEARCH_USE]
     mask_items = [
         i for i in groups[0][0].ContentSequence if i.ValueType == "COMPOSITE"
     ]  # the RTSTRUCT the inputs came from
@@ -214,7 +225,12 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
     comments = [*envelope_comments([warning]), *reading_comments({"pre_emvi": "1"})]
     sr = measurement_report([pre, mask], groups, ALGORITHM, "key-b", WHEN, comments=comments)
     assert dciodvfy_errors(sr, tmp_path) == []
-    assert sr_template_errors(sr, tmp_path) == []
+    errors, warnings = sr_template_findings(sr, tmp_path)
+    assert errors == []
+    # the text items sit in the template's own place (TID 1500 row 12 and 14); what remains
+    # outside it: the private-coded risk group and subtype, and the mask reference
+    assert not [w for w in warnings if "Comment" in w or "Qualitative Evaluations" in w], warnings
+    assert len(warnings) == 3, warnings
     shown = read_report(sr).comments  # what the case page shows
     assert (
         "Warning: input outside the model's training envelope, scored anyway: " + warning in shown

@@ -52,6 +52,7 @@ from pipeline.networks import (
     response_network,
     to_tensor,
 )
+from pipeline.segmentation import GateLimits, SegmenterConfig
 
 RESEARCH_USE = "Research use only - not for diagnostic decisions."
 DM_HORIZON_MONTHS = 36.0
@@ -75,6 +76,8 @@ class Bundle:
     subtypes: Any = None
     subtype_order: list[int] = field(default_factory=list)
     rrs_cox: CoxModel | None = None
+    # the automatic tumour segmenter (pipeline.segmentation), when the bundle carries one
+    segmenter: tuple[nn.Module, SegmenterConfig, GateLimits] | None = None
 
     @property
     def version(self) -> str:
@@ -120,6 +123,11 @@ class Bundle:
                 self.nomogram = CoxModel.load(folder / dm["nomogram"])
             if dm.get("clinical"):
                 self.clinical_cox = CoxModel.load(folder / dm["clinical"])
+        segmentation = self.manifest.get("segmentation")
+        if segmentation:
+            config = SegmenterConfig.from_json(segmentation["network"])
+            model = load_weights(config.network(), folder / segmentation["weights"])
+            self.segmenter = (model, config, GateLimits.from_json(segmentation["gate"]))
         subtypes = self.manifest.get("subtypes")
         if subtypes:
             self.subtypes = load_estimator(folder / subtypes["file"])

@@ -60,7 +60,8 @@ class TrainedBundle:
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     """48 patients (matrix 48, 12 slices: the geometry of ``cohort``, so that its cases lie
-    inside the training envelope), tiny networks, 32-pixel inputs, no N4: checks plumbing, not
+    inside the training envelope), tiny networks, 32-pixel inputs, no N4, a segmenter trained
+    for 3 epochs: checks plumbing, not
     quality (bench/models.py measures that). Trained once per test session."""
     root = tmp_path_factory.mktemp("trained")
     spec = CohortSpec(patients=48, seed=21, matrix=48, slices=12, missing_fraction=0.0)
@@ -70,7 +71,8 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
         LARC, "train", "models", "--cohort", str(cohort.out_dir), "--out", str(folder),
         "--version", "9.9.9", "--folds", "2", "--epochs", "2", "--patience", "2",
         "--width", "0.25", "--image-size", "32", "--stack-size", "32",
-        "--stack-depth", "8", "--no-n4",
+        "--stack-depth", "8", "--no-n4", "--segmentation-epochs", "3",
+        "--segmentation-steps", "10",
     ]  # fmt: skip
     run = subprocess.run(
         args,

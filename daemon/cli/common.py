@@ -147,7 +147,7 @@ def progress_bars(patients: int) -> Iterator[tuple[Callable[[int, int], None], A
         def epoch(name: str, n: int, total: int, loss: float) -> None:
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total, note="")
-            bar.update(tasks[name], completed=n, note=f"val loss {loss:.3f}")
+            bar.update(tasks[name], completed=n, note=f"validation {loss:.3f}")
 
         yield prepared, epoch
 

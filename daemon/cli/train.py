@@ -216,12 +216,25 @@ def models(
         int, typer.Option(min=1, max=100, help="Science B slices per stack (published: 20).")
     ] = 20,
     subtypes: Annotated[int, typer.Option(min=2, max=8, help="Science D subtypes (k).")] = 3,
+    segmentation_epochs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also train the automatic tumour segmenter into the bundle for this many "
+            "epochs at most (see larc train segmentation); 0: no segmenter. Not yet used "
+            "when scoring.",
+        ),
+    ] = 0,
+    segmentation_steps: Annotated[
+        int, typer.Option(min=1, help="Segmenter optimiser steps per epoch.")
+    ] = 40,
     no_n4: NoN4Option = False,
     seed: SeedOption = 0,
     workers: WorkersOption = 0,
 ) -> None:
     """Train every model and write a bundle: signatures and SVMs (response), DM networks, Cox
-    DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence).
+    DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence), and with
+    --segmentation-epochs the automatic tumour segmenter.
 
     Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
     the manifest and model card. `larc evaluate` reports on a bundle; `larc serve` scores cases
@@ -233,8 +246,17 @@ def models(
     from pipeline.config import PreprocessConfig
     from pipeline.training.bundle import ModelRun, train_models
     from pipeline.training.networks import SignatureTraining
+    from pipeline.training.segmentation import SegmentationTraining
 
     try:
+        segmentation = (
+            SegmentationTraining(
+                epochs=segmentation_epochs, steps_per_epoch=segmentation_steps, seed=seed,
+                patience=min(8, segmentation_epochs),
+            )
+            if segmentation_epochs
+            else None
+        )  # fmt: skip
         preprocess = PreprocessConfig(
             slice_size=image_size, stack_size=stack_size, stack_depth=stack_depth, n4=not no_n4
         )
@@ -259,6 +281,7 @@ def models(
         workers=workers or None,
         rules=data.rules,
         cache=out.with_name(out.name + ".prepared"),
+        segmentation=segmentation,
     )
     typer.echo(f"{len(data.cases)} patients with images; training a bundle into {out}", err=True)
     try:

@@ -58,6 +58,14 @@ from pipeline.networks import dm_network, penultimate_features, predict_probabil
 from pipeline.stats import auc_delong, harrell_c, harrell_c_ci
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.networks import Progress, SignatureTraining, cross_validate
+from pipeline.training.segmentation import TRAINING_JSON as SEGMENTER_RECORD
+from pipeline.training.segmentation import WEIGHTS as SEGMENTER_WEIGHTS
+from pipeline.training.segmentation import (
+    SegmentationTraining,
+    train_segmenter,
+)
+
+SEGMENTATION_DIR = "segmentation"
 
 log = logging.getLogger(__name__)
 NOMOGRAM_FACTORS = ("dl_prob", "pre_mrt", "cea_ng_ml", "ypn_stage")  # science B's kept factors
@@ -78,6 +86,7 @@ class ModelRun:
     workers: int | None = None
     rules: tuple[RoleRule, ...] = DEFAULT_RULES
     cache: Path | None = None
+    segmentation: SegmentationTraining | None = None  # None: the bundle carries no segmenter
 
 
 def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
@@ -212,6 +221,18 @@ def train_models(
     }
     subtypes_manifest = _fit_subtypes(deep, outcomes, train, run.subtypes, out, run.response.seed)
 
+    segmentation = None
+    if run.segmentation is not None:  # trained on every labelled patient's drawn T2W masks
+        record = train_segmenter(labelled, out / SEGMENTATION_DIR, run.segmentation, run.rules,
+                                 progress=progress)  # fmt: skip
+        segmentation = {
+            "weights": f"{SEGMENTATION_DIR}/{SEGMENTER_WEIGHTS}",
+            "network": record["network"],
+            "gate": record["gate"],
+            "held_out": record["held_out"],
+            "record": f"{SEGMENTATION_DIR}/{SEGMENTER_RECORD}",
+        }
+
     manifest: dict[str, Any] = {
         "schema_version": BUNDLE_SCHEMA,
         "name": run.name,
@@ -254,6 +275,7 @@ def train_models(
         "response": response_manifest,
         "dm": dm_manifest,
         "subtypes": subtypes_manifest,
+        "segmentation": segmentation,
         "seconds": round(time.perf_counter() - started, 1),
     }
     manifest["metrics"] = _held_out_metrics(out, manifest, inputs, rows, outcomes, test)
@@ -480,6 +502,19 @@ def model_card(manifest: dict[str, Any]) -> str:
         "",
     ]
     lines += envelope_lines(manifest.get("envelope"))
+    lines += ["", "## Automatic tumour segmentation"]
+    segmentation = manifest.get("segmentation")
+    held = (segmentation or {}).get("held_out") or {}
+    if not segmentation:
+        lines.append("Not part of this bundle (larc train models --segmentation-epochs).")
+    elif held.get("n"):
+        lines.append(
+            f"2.5D U-Net on the T2W ({segmentation['record']}); held-out Dice mean "
+            f"{held['dice_mean']:.3f}, median {held['dice_median']:.3f}, 5th percentile "
+            f"{held['dice_p5']:.3f} (n = {held['n']} volumes). Not yet used when scoring."
+        )
+    else:
+        lines.append("2.5D U-Net on the T2W; no held-out volumes. Not yet used when scoring.")
     lines += [
         "",
         "## Limitations",

@@ -49,6 +49,15 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
         slice_size=32, stack_size=32, stack_depth=8, n4=False
     ))  # fmt: skip
     assert bundle.version == "larc-rectal 9.9.9"
+    # the bundle carries the automatic segmenter, with its held-out figures and gate
+    segmentation = manifest["segmentation"]
+    assert segmentation["held_out"]["n"] > 0
+    assert segmentation["weights"] in manifest["files"]  # hashed like every other file
+    assert bundle.segmenter is not None
+    assert bundle.segmenter[2].max_volume_ml > bundle.segmenter[2].min_volume_ml > 0
+    card = (bundle_dir / "model_card.md").read_text()
+    assert f"held-out Dice mean {segmentation['held_out']['dice_mean']:.3f}" in card
+    assert "Training envelope" in card
     with pytest.raises(BundleError, match="other preprocessing"):
         Bundle.load(bundle_dir, expected=PreprocessConfig())
 

@@ -3,9 +3,8 @@
 A case moves ``ready`` -> ``queued`` -> ``running`` -> ``done`` (results stored under
 ``<data_dir>/results/``, its exports queued), to ``declined`` when its inputs must not be
 scored (:mod:`daemon.scoring.checks`: nothing is sent), or to ``failed`` with the stage and
-reason; the
-exporter (:mod:`daemon.export`) takes it from ``done``. The index is the queue: a restarted
-daemon picks up where it stopped.
+reason; the exporter (:mod:`daemon.export`) takes it from ``done``. The index is the queue: a
+restarted daemon picks up where it stopped.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def pair(
         typer.Option("--auto", help="Forget the choice made by hand: larc's rules decide again."),
     ] = False,
     by: Annotated[
-        str | None, typer.Option(help="Who decides (audited) [default: the login name].")
+        str | None, typer.Option(help="Who decides, for the audit (default: the login name).")
     ] = None,
     note: Annotated[str, typer.Option(help="Why, for the audit.")] = "",
     config: ConfigOption = None,

@@ -355,8 +355,14 @@ def segmentation(
     patience: PatienceOption = 8,
     steps_per_epoch: Annotated[int, typer.Option(min=1, help="Optimiser steps per epoch.")] = 40,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per step.")] = 16,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-3,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 5e-4,
     patch: Annotated[int, typer.Option(min=16, help="In-plane patch side in pixels.")] = 96,
+    channels: Annotated[
+        str,
+        typer.Option(
+            help="U-Net channels per level, comma-separated (16,32,64,128: a quarter of the work)."
+        ),
+    ] = "32,64,128,256",
     test_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.45, help="Share of patients held out to test on.")
     ] = 0.2,
@@ -370,8 +376,6 @@ def segmentation(
     median, 5th percentile), HD95 and volume error go into OUT/training.json and the model card,
     with the quality gate's limits. Uses the GPU when there is one.
     """
-    from pydantic import ValidationError
-
     from dicom_io.roles import load_rules
     from pipeline.errors import PipelineInputError
     from pipeline.training.cohort import scan_folder
@@ -383,11 +387,13 @@ def segmentation(
             epochs=epochs, patience=patience, steps_per_epoch=steps_per_epoch,
             batch_size=batch_size, learning_rate=learning_rate, patch=patch,
             test_fraction=test_fraction, seed=seed,
+            channels=tuple(int(c) for c in channels.split(",") if c.strip()),
         )  # fmt: skip
+    except ValueError as exc:  # pydantic's ValidationError is one, a channel not a number too
+        raise typer.BadParameter(str(exc)) from exc
+    try:
         studies = scan_folder(cohort)
         rules = load_rules(settings.roles.rules_file)
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc

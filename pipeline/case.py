@@ -394,12 +394,20 @@ def prepare_case(
     return out
 
 
+def image_and_mask(
+    selected: SelectedStudy, role: SeriesRole, roi_pattern: str | None = None
+) -> tuple[sitk.Image, sitk.Image | None]:
+    """A study's image of ``role`` (the DWI's highest b-value) and the tumour mask drawn on that
+    series (``None``: none drawn), read as :func:`prepare_case` reads them."""
+    study = _Study(selected, roi_pattern or PreprocessConfig().roi_pattern, Stopwatch())
+    series, image, datasets = study.image(role)
+    own = study.own_mask(series, datasets)
+    return image, own[0] if own is not None else None
+
+
 def t2w_and_mask(
     selected: SelectedStudy, roi_pattern: str | None = None
 ) -> tuple[sitk.Image, sitk.Image | None]:
-    """A study's axial T2W volume and the tumour mask drawn on it (``None``: none drawn), read
-    as :func:`prepare_case` reads them (what the segmenter is trained on)."""
-    study = _Study(selected, roi_pattern or PreprocessConfig().roi_pattern, Stopwatch())
-    series, image, datasets = study.image(SeriesRole.T2W_AX)
-    own = study.own_mask(series, datasets)
-    return image, own[0] if own is not None else None
+    """A study's axial T2W volume and the tumour mask drawn on it (what the segmenter is
+    trained on)."""
+    return image_and_mask(selected, SeriesRole.T2W_AX, roi_pattern)

@@ -94,7 +94,8 @@ BY_DATE_ORDER = "earliest study of the patient"  # a baseline by date alone, not
 _PAIRED = "date order: the earliest study with a restaging in the interval"
 
 
-def _date(value: str) -> datetime.date | None:
+def study_date(value: str) -> datetime.date | None:
+    """A StudyDate (YYYYMMDD) as a date, or ``None`` when it is not a valid one."""
     try:
         return datetime.datetime.strptime(value[:8], "%Y%m%d").date()
     except ValueError:
@@ -103,7 +104,7 @@ def _date(value: str) -> datetime.date | None:
 
 def _days(a: StudyFacts, b: StudyFacts) -> int:
     """Days from ``a`` to ``b`` (both dated)."""
-    first, second = _date(a.study_date), _date(b.study_date)
+    first, second = study_date(a.study_date), study_date(b.study_date)
     if first is None or second is None:
         raise ValueError("only dated studies have a gap")
     return (second - first).days
@@ -111,7 +112,7 @@ def _days(a: StudyFacts, b: StudyFacts) -> int:
 
 def describe(study: StudyFacts) -> str:
     """A study as a reason names it: its date and description."""
-    date = _date(study.study_date)
+    date = study_date(study.study_date)
     when = date.isoformat() if date else "undated"
     return f"the {when} study {study.description or '(no description)'!r}"
 
@@ -159,7 +160,7 @@ def _held(studies: Sequence[StudyFacts], conflict: str) -> Pairing:
     reason = f"on hold: timepoints conflict ({conflict})"
     return Pairing(
         {
-            s.study_uid: (UNDECIDED, reason) if _date(s.study_date) else (OTHER, _UNDATED)
+            s.study_uid: (UNDECIDED, reason) if study_date(s.study_date) else (OTHER, _UNDATED)
             for s in studies
         },
         conflict,
@@ -232,10 +233,10 @@ def assign_timepoints(
 ) -> Pairing:
     """The timepoints of one patient's rectal MR studies (the rules of the module doc)."""
     dated = sorted(
-        (s for s in studies if _date(s.study_date) is not None),
+        (s for s in studies if study_date(s.study_date) is not None),
         key=lambda s: (s.study_date, s.study_uid),
     )
-    undated = {s.study_uid: (OTHER, _UNDATED) for s in studies if _date(s.study_date) is None}
+    undated = {s.study_uid: (OTHER, _UNDATED) for s in studies if study_date(s.study_date) is None}
     if choice is not None:
         chosen = _chosen(dated, choice)
         return Pairing({**undated, **chosen.timepoints}, chosen.conflict)

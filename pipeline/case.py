@@ -66,8 +66,7 @@ SEQUENCE_NAMES = {
     SeriesRole.ADC: "ADC",
     SeriesRole.CE_T1: "CE-T1",
 }
-_FORMAT = 2  # 2: with the series facts of the training envelope
-CASE_FORMAT = _FORMAT  # what a cache of prepared inputs is keyed by
+CASE_FORMAT = 2  # 2: with the series facts of the training envelope (caches are keyed by it)
 _READABLE_FORMATS = (1, 2)
 
 
@@ -121,7 +120,7 @@ class CaseInputs:
     def to_bytes(self) -> bytes:
         """The ``.npz`` bytes :meth:`save` writes: what a remote worker receives."""
         header = {
-            "format": _FORMAT,
+            "format": CASE_FORMAT,
             "config_fingerprint": self.config_fingerprint,
             "slices": {k: {**asdict(v), "array": None} for k, v in self.slices.items()},
             "stacks": {k: {**asdict(v), "array": None} for k, v in self.stacks.items()},
@@ -180,6 +179,8 @@ class _Study:
         self._dwi: tuple[sitk.Image, sitk.Image, float, list[Dataset]] | None = None
         self._masks: dict[str, tuple[sitk.Image, str] | None] = {}
         self._b_values: dict[str, tuple[float, ...]] = {}
+        # masks carried to another series' grid, by (that series, where they may come from)
+        self._carried: dict[tuple[str, tuple[SeriesRole, ...]], tuple[sitk.Image, str]] = {}
 
     def has(self, role: SeriesRole) -> bool:
         return role in self.selected.images
@@ -262,6 +263,14 @@ class _Study:
         own = self.own_mask(series, datasets)
         if own is not None:
             return own
+        key = (series.series_uid, tuple(carry_from))
+        if key not in self._carried:  # slices, stacks and the envelope's facts all ask
+            self._carried[key] = self._carry(role, image, carry_from)
+        return self._carried[key]
+
+    def _carry(
+        self, role: SeriesRole, image: sitk.Image, carry_from: Sequence[SeriesRole]
+    ) -> tuple[sitk.Image, str]:
         for other in carry_from:
             if not self.has(other):
                 continue
@@ -403,11 +412,3 @@ def image_and_mask(
     series, image, datasets = study.image(role)
     own = study.own_mask(series, datasets)
     return image, own[0] if own is not None else None
-
-
-def t2w_and_mask(
-    selected: SelectedStudy, roi_pattern: str | None = None
-) -> tuple[sitk.Image, sitk.Image | None]:
-    """A study's axial T2W volume and the tumour mask drawn on it (what the segmenter is
-    trained on)."""
-    return image_and_mask(selected, SeriesRole.T2W_AX, roi_pattern)

@@ -11,6 +11,7 @@ named writers; every change of a case's state is checked against
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ from daemon.index.rows import (
     TimepointChoiceRow,
 )
 from daemon.index.schema import create_or_upgrade
+from dicom_io.pairing import study_date
 
 INDEX_FILE = "index.sqlite3"  # under storage.data_dir
 
@@ -427,7 +429,7 @@ class Index:
             known = db.execute("SELECT 1 FROM patients WHERE patient_id = ?", (patient_id,))
             if known.fetchone() is None:
                 raise ValueError("no such patient in the index")
-            dates: dict[str, str] = {}
+            dates: dict[str, datetime.date] = {}
             for uid in (baseline_study_uid, restaging_study_uid):
                 if not uid:
                     continue
@@ -437,16 +439,17 @@ class Index:
                 ).fetchone()
                 if row is None:
                     raise ValueError(f"study {uid} is not one of this patient's studies")
-                dates[uid] = row["study_date"] or ""
-                if not (len(dates[uid]) >= 8 and dates[uid][:8].isdigit()):
+                date = study_date(row["study_date"] or "")
+                if date is None:
                     raise ValueError(f"study {uid} has no valid StudyDate: it cannot be ordered")
+                dates[uid] = date
             if baseline_study_uid and restaging_study_uid:
                 if baseline_study_uid == restaging_study_uid:
                     raise ValueError("the baseline and the restaging must be different studies")
                 if not dates[baseline_study_uid] < dates[restaging_study_uid]:
                     raise ValueError(
-                        f"the restaging study ({dates[restaging_study_uid] or 'undated'}) must "
-                        f"be dated after the baseline ({dates[baseline_study_uid] or 'undated'})"
+                        f"the restaging study ({dates[restaging_study_uid]}) must be dated "
+                        f"after the baseline ({dates[baseline_study_uid]})"
                     )
             db.execute(
                 "INSERT INTO timepoint_choices (patient_id, baseline_study_uid, "

@@ -277,11 +277,14 @@ def create_app(context: WebContext) -> FastAPI:
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
     def case_page(request: Request, case_id: str, saved: int = 0, chosen: int = 0) -> Response:
+        return _case_page(request, case_id, saved=bool(saved), chosen=bool(chosen))
+
+    def _case_page(request: Request, case_id: str, status: int = 200, **values: Any) -> Response:
+        """The case page; ``values``: saved/chosen notices, a form's error and entries."""
+        shown = {"saved": False, "chosen": False, "error": None, **values}
         return render(
-            request,
-            "case.html",
-            {"case": _detail(case_id), "fields": _fields(), "saved": bool(saved),
-             "chosen": bool(chosen), "error": None},
+            request, "case.html", {"case": _detail(case_id), "fields": _fields(), **shown},
+            status=status,
         )  # fmt: skip
 
     @app.get(
@@ -349,13 +352,7 @@ def create_app(context: WebContext) -> FastAPI:
         except HTTPException as exc:
             if exc.status_code != 422:
                 raise
-            return render(
-                request,
-                "case.html",
-                {"case": _detail(case_id), "fields": _fields(), "saved": False,
-                 "error": exc.detail, "entered": values},
-                status=422,
-            )  # fmt: skip
+            return _case_page(request, case_id, 422, error=exc.detail, entered=values)
         return RedirectResponse(f"/cases/{quote(case_id)}?saved=1", status_code=303)
 
     # -- timepoints ----------------------------------------------------------------------------
@@ -401,13 +398,7 @@ def create_app(context: WebContext) -> FastAPI:
         except HTTPException as exc:
             if exc.status_code != 422:
                 raise
-            return render(
-                request,
-                "case.html",
-                {"case": _detail(case_id), "fields": _fields(), "saved": False,
-                 "error": exc.detail},
-                status=422,
-            )  # fmt: skip
+            return _case_page(request, case_id, 422, error=exc.detail)
         return RedirectResponse(f"/cases/{quote(case_id)}?chosen=1", status_code=303)
 
     # -- operations ----------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from monai.losses.dice import DiceCELoss
 from pydantic import BaseModel, ConfigDict, Field
 
 from dicom_io.errors import InvalidInputError
-from dicom_io.roles import DEFAULT_RULES, RoleRule
+from dicom_io.roles import DEFAULT_RULES, RoleRule, SeriesRole
 from dicom_io.selection import select_files
-from pipeline.case import t2w_and_mask
+from pipeline.case import image_and_mask
 from pipeline.errors import PipelineInputError
 from pipeline.networks import device
 from pipeline.segmentation import (
@@ -94,7 +94,8 @@ def load_volumes(
     for patient, timepoints in sorted(cases.items()):
         for timepoint, paths in sorted(timepoints.items()):
             try:
-                image, mask = t2w_and_mask(select_files(list(paths), rules), roi_pattern)
+                selected = select_files(list(paths), rules)
+                image, mask = image_and_mask(selected, SeriesRole.T2W_AX, roi_pattern)
             except (PipelineInputError, InvalidInputError, OSError) as exc:
                 skipped.append(f"{patient_hash(patient)[:8]} {timepoint}: {exc}")
                 continue

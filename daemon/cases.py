@@ -26,6 +26,7 @@ from pipeline.kinds import CaseKind
 __all__ = [
     "FINISHED",
     "TRANSITIONS",
+    "AutoMask",
     "CaseDecision",
     "CaseKind",
     "CaseState",
@@ -39,6 +40,7 @@ __all__ = [
     "decide_cases",
     "held_decision",
     "recorded_series",
+    "t2w_without_mask",
 ]
 
 
@@ -73,10 +75,11 @@ FINISHED = frozenset(
 # Within one case version: from a state (None: a new case) to the states it may go to. A state
 # may always be restated with a new reason. Changed inputs may send any case back to WAITING
 # or HELD, and a new version (new inputs, readings or an operator's choice of timepoints)
-# starts again at WAITING, HELD or READY from any state.
+# starts again at WAITING, HELD, READY or DECLINED (an automatic mask that failed its check)
+# from any state.
 TRANSITIONS: dict[CaseState | None, frozenset[CaseState]] = {
-    None: frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY}),
-    CaseState.WAITING: frozenset({CaseState.READY}),
+    None: frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY, CaseState.DECLINED}),
+    CaseState.WAITING: frozenset({CaseState.READY, CaseState.DECLINED}),
     CaseState.HELD: frozenset({CaseState.READY}),
     CaseState.READY: frozenset(
         {CaseState.QUEUED, CaseState.DONE, CaseState.FAILED, CaseState.DECLINED}
@@ -94,7 +97,7 @@ TRANSITIONS: dict[CaseState | None, frozenset[CaseState]] = {
     CaseState.FAILED_EXPORT: frozenset({CaseState.EXPORTED}),
 }
 _ALWAYS = frozenset({CaseState.WAITING, CaseState.HELD})  # inputs changed, from anywhere
-_NEW_VERSION = frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY})
+_NEW_VERSION = frozenset({CaseState.WAITING, CaseState.HELD, CaseState.READY, CaseState.DECLINED})
 
 
 class InvalidTransitionError(ValueError):
@@ -119,6 +122,19 @@ class SeriesFacts:
     role: str
     instances: int
     referenced_series_uid: str | None = None
+    automatic: bool = False  # a mask made by larc's segmenter
+
+
+@dataclass(frozen=True)
+class AutoMask:
+    """What case building knows of the automatic tumour mask of one T2W series
+    (``daemon.index.AutoMaskRow``)."""
+
+    state: str  # requested, queued, passed or failed
+    reason: str = ""
+    review: str | None = None  # accepted or rejected
+    reviewer: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,17 +199,47 @@ def _candidates(study: StudyInputs) -> list[SeriesCandidate]:
             SeriesRole(s.role) if s.role in roles else SeriesRole.IGNORED,
             s.instances,
             s.referenced_series_uid,
+            s.automatic,
         )
         for s in study.series
     ]
 
 
+def t2w_without_mask(study: StudyInputs) -> str | None:
+    """The study's chosen T2W series when no mask (drawn or automatic) lies on it: the one
+    to segment automatically."""
+    selection = select_series(_candidates(study))
+    t2w = selection.images.get(SeriesRole.T2W_AX)
+    return (
+        t2w.series_uid if t2w is not None and selection.mask_of(SeriesRole.T2W_AX) is None else None
+    )
+
+
+def _no_mask_reason(label: str, auto: AutoMask | None) -> tuple[str, bool]:
+    """Why the T2W of ``label`` has no mask to score on, and whether that declines the case."""
+    if auto is None:
+        return f"{label}: no tumour mask on the T2W", False
+    if auto.state == "failed":
+        return f"{label}: automatic segmentation failed its check ({auto.reason})", True
+    if auto.review == "rejected":
+        note = f" ({auto.note})" if auto.note else ""
+        return (
+            f"{label}: automatic tumour outline rejected by {auto.reviewer}{note}; "
+            "waiting for a drawn mask"
+        ), False
+    if auto.state == "passed":
+        return f"{label}: automatic tumour outline being stored", False
+    return f"{label}: automatic tumour segmentation of the T2W in progress", False
+
+
 def _study_inputs(
-    selection: StudySelection, kind: CaseKind, label: str
-) -> tuple[dict[str, str], list[str]]:
-    """(inputs, missing) for one study of a case: the selected series it reads and the masks."""
+    selection: StudySelection, kind: CaseKind, label: str, auto: AutoMask | None
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """(inputs, missing, declined) for one study of a case: the selected series it reads and
+    the masks; what is missing; why it must not be scored (an automatic mask that failed)."""
     inputs: dict[str, str] = {}
     missing: list[str] = []
+    declined: list[str] = []
     for roles in CASE_REQUIREMENTS[kind]:
         if not any(r in selection.images for r in roles):
             missing.append(f"{label}: no {' or '.join(r.value for r in roles)} series")
@@ -204,36 +250,55 @@ def _study_inputs(
     t2w_mask = selection.mask_of(SeriesRole.T2W_AX)
     if t2w_mask is not None:
         inputs[f"{label}_mask"] = t2w_mask.series_uid
+        if t2w_mask.automatic and auto is not None and auto.review == "accepted":
+            inputs[f"{label}_mask_review"] = f"accepted by {auto.reviewer}"  # a new version
     elif SeriesRole.T2W_AX in selection.images:
-        missing.append(f"{label}: no tumour mask on the T2W")
+        reason, declines = _no_mask_reason(label, auto)
+        (declined if declines else missing).append(reason)
+        if declines:
+            inputs[f"{label}_mask_failed"] = reason
     for other in selection.all_masks:  # masks on other series are inputs too (carried to DWI)
         if other != t2w_mask:
             inputs[f"{label}_extra_mask_{other.series_uid}"] = str(other.referenced_series_uid)
-    return inputs, missing
+    return inputs, missing, declined
 
 
-def decide_cases(studies: Sequence[StudyInputs]) -> list[CaseDecision]:
-    """The baseline and response cases of one patient."""
+def decide_cases(
+    studies: Sequence[StudyInputs], auto: Mapping[str, AutoMask] | None = None
+) -> list[CaseDecision]:
+    """The baseline and response cases of one patient. ``auto``: the automatic masks asked
+    for, by T2W series UID; a case whose T2W's automatic mask failed its gate is declined."""
+    auto = auto or {}
     by_timepoint = {s.timepoint: s for s in studies if s.timepoint in (BASELINE, RESTAGING)}
     selections = {t: select_series(_candidates(s)) for t, s in by_timepoint.items()}
     decisions = []
     for kind in CaseKind:
         inputs: dict[str, str] = {}
         missing: list[str] = []
+        declined: list[str] = []
         for label in kind.timepoints:
             if label not in by_timepoint:
                 missing.append(f"no {label} study")
                 continue
-            found, lacking = _study_inputs(selections[label], kind, label)
+            t2w = selections[label].images.get(SeriesRole.T2W_AX)
+            found, lacking, refused = _study_inputs(
+                selections[label], kind, label, auto.get(t2w.series_uid) if t2w else None
+            )
             inputs.update(found)
             missing.extend(lacking)
+            declined.extend(refused)
+        state = CaseState.READY
+        if missing:
+            state = CaseState.WAITING
+        elif declined:
+            state = CaseState.DECLINED
         baseline = by_timepoint.get(BASELINE)
         restaging = by_timepoint.get(RESTAGING) if RESTAGING in kind.timepoints else None
         decisions.append(
             CaseDecision(
                 kind=kind,
-                state=CaseState.WAITING if missing else CaseState.READY,
-                reason="; ".join(missing) or "inputs complete",
+                state=state,
+                reason="; ".join(missing + declined) or "inputs complete",
                 baseline_study_uid=baseline.study_uid if baseline else None,
                 restaging_study_uid=restaging.study_uid if restaging else None,
                 inputs=inputs,

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from daemon.export import Exporter
 from daemon.index import INDEX_FILE, Index
-from daemon.intake.assembly import Assembler, log_ready
+from daemon.intake.assembly import Assembler, AutoSegmentation, log_ready
 from daemon.intake.ingest import Ingest
 from daemon.intake.priors import PriorRetriever
 from daemon.scoring.checks import InputPolicy
 from daemon.scoring.dispatcher import Dispatcher
 from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
 from daemon.scoring.model import ModelInfo
+from daemon.scoring.segmenting import AutoSegmenter
 from daemon.settings import Settings, TlsSettings
 from dicom_io.roles import load_rules
 from dicom_io.scp import Caller, Listener, ListenerOptions
@@ -83,6 +84,7 @@ class Daemon:
         self.store = InstanceStore(data_dir / INSTANCES_DIR)
         self.index = Index(data_dir / INDEX_FILE)
         scp = settings.scp
+        self.ingest = Ingest(self.store, self.index, settings.storage.duplicate_policy)
         self.listener = Listener(
             ListenerOptions(
                 ae_title=scp.ae_title,
@@ -93,7 +95,7 @@ class Daemon:
                 allowed_callers=[Caller(c.ae_title, c.host) for c in scp.allowed_callers],
                 ssl_context=tls_context(scp.tls),
             ),
-            Ingest(self.store, self.index, settings.storage.duplicate_policy),
+            self.ingest,
         )
         self.priors = self._prior_retriever(settings)
         rules = load_rules(settings.roles.rules_file)
@@ -106,6 +108,8 @@ class Daemon:
             rules,
             on_ready=self.dispatcher.wake if self.dispatcher else log_ready,
             priors=self.priors,
+            auto=self._auto_segmentation(settings),
+            on_request=self.dispatcher.wake if self.dispatcher else None,
         )
         self.web_index: Index | None = None
         self.web = self._web(settings)
@@ -157,6 +161,17 @@ class Daemon:
             configure_celery(celery_config(settings))
             executor = CeleryExecutor()
             logger.info("scoring through the broker's cpu/gpu queues with %s", model.label)
+        segmenter = None
+        if settings.segmentation.mode != "manual" and model.segmenter:
+            segmenter = AutoSegmenter(
+                self.index,
+                model,
+                executor,
+                self.ingest,
+                settings.export.manufacturer,
+                settings.segmentation.series_number,
+                settings.segmentation.gate.overrides(),
+            )
         return Dispatcher(
             self.index,
             settings.storage.data_dir,
@@ -168,7 +183,25 @@ class Daemon:
             embedded=settings.broker.url is None,
             on_result=self.exporter.wake,
             policy=InputPolicy(settings.scoring.out_of_range, settings.scoring.envelope_margin),
+            segmenter=segmenter,
         )
+
+    def _auto_segmentation(self, settings: Settings) -> AutoSegmentation | None:
+        """How T2W series without a drawn mask get one (``None``: they wait for one)."""
+        mode = settings.segmentation.mode
+        model = self.dispatcher.model if self.dispatcher else None
+        if mode == "manual" or model is None:
+            return None
+        if not model.segmenter:
+            logger.warning(
+                "segmentation.mode is %s but model bundle %s has no segmenter: cases without "
+                "a drawn tumour mask wait for one (train one with larc train models "
+                "--segmentation-epochs N)", mode, model.label,
+            )  # fmt: skip
+            return None
+        logger.info("T2W series without a drawn tumour mask are segmented by %s (%s)",
+                    model.label, mode)  # fmt: skip
+        return AutoSegmentation(model.label, always=mode == "auto_always")
 
     def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:
         pacs = settings.pacs

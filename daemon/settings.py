@@ -298,6 +298,48 @@ class ScoringSettings(_Section):
     )
 
 
+class GateSettings(_Section):
+    """Overrides of the quality gate an automatic mask must pass (unset: the bundle's own,
+    set at training time from what the segmenter saw)."""
+
+    min_volume_ml: float | None = Field(default=None, ge=0, description="Smallest tumour (ml).")
+    max_volume_ml: float | None = Field(default=None, gt=0, description="Largest tumour (ml).")
+    min_mean_probability: float | None = Field(
+        default=None, ge=0, le=1, description="Lowest mean tumour probability inside the mask."
+    )
+    max_components: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most separate tumour regions (of at least 10 % of the largest).",
+    )
+    allow_edge: bool | None = Field(
+        default=None, description="Whether the outline may touch the edge of the field of view."
+    )
+
+    def overrides(self) -> dict[str, float | int | bool]:
+        """The limits set here (``pipeline.segmentation.GateLimits`` field names)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SegmentationSettings(_Section):
+    """Automatic tumour segmentation (the bundle's segmenter) for studies without a drawn mask."""
+
+    mode: Literal["manual", "auto_when_missing", "auto_always"] = Field(
+        default="auto_when_missing",
+        description=(
+            "manual: a case waits for a drawn RTSTRUCT/SEG on the T2W; auto_when_missing: a T2W "
+            "without a drawn mask is segmented by the bundle's segmenter, the mask is stored as "
+            "a DICOM SEG (automatic, unreviewed) and scored on; a drawn mask that arrives later "
+            "supersedes it (new case version); auto_always: every T2W is segmented and only "
+            "automatic masks are scored. A bundle without a segmenter works as manual."
+        ),
+    )
+    gate: GateSettings = GateSettings()
+    series_number: int = Field(
+        default=9100, ge=1, description="SeriesNumber of the automatic SEG series."
+    )
+
+
 class ClientTlsSettings(_Section):
     """TLS when larc connects to a destination. Off unless ``enabled``."""
 
@@ -443,6 +485,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
     scoring: ScoringSettings = ScoringSettings()
+    segmentation: SegmentationSettings = SegmentationSettings()
     export: ExportSettings = ExportSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()

@@ -14,11 +14,12 @@ from pydicom.sr.codedict import codes
 
 
 def tumour_segment(
-    label: str = "Tumour", manual: bool = True, algorithm: str = ""
+    label: str = "Tumour", manual: bool = True, algorithm: str = "", algorithm_version: str = "1"
 ) -> hd.seg.SegmentDescription:
     """Segment description for a tumour (SCT Morphologically abnormal structure / Neoplasm).
 
-    ``manual`` for a radiologist's mask; otherwise ``algorithm`` names the program that drew it.
+    ``manual`` for a radiologist's mask; otherwise ``algorithm`` and ``algorithm_version`` name
+    the program that drew it (SegmentAlgorithmType AUTOMATIC).
     """
     if manual:
         how: dict[str, Any] = {"algorithm_type": hd.seg.SegmentAlgorithmTypeValues.MANUAL}
@@ -26,7 +27,9 @@ def tumour_segment(
         how = {
             "algorithm_type": hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             "algorithm_identification": hd.AlgorithmIdentificationSequence(
-                name=algorithm, version="1", family=codes.cid7162.ArtificialIntelligence
+                name=algorithm,
+                version=algorithm_version,
+                family=codes.cid7162.ArtificialIntelligence,
             ),
         }
     return hd.seg.SegmentDescription(
@@ -52,8 +55,11 @@ def binary_segmentation(
     series_description: str = "Tumour SEG",
     manual: bool = True,
     content_datetime: datetime.datetime | None = None,
+    algorithm: str = "larc",
+    algorithm_version: str = "1",
 ) -> Dataset:
     """A binary SEG of ``mask`` (one frame per source image, same order) on ``source_images``.
+    An automatic one (``manual=False``) names ``algorithm`` and ``algorithm_version``.
 
     Raises ``ValueError`` when the mask does not have one frame per source image of the images'
     size, or is empty.
@@ -69,7 +75,7 @@ def binary_segmentation(
         source_images=list(source_images),
         pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[tumour_segment(segment_label, manual=manual, algorithm="larc")],
+        segment_descriptions=[tumour_segment(segment_label, manual, algorithm, algorithm_version)],
         series_instance_uid=series_instance_uid,
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,

@@ -6,8 +6,9 @@ a case records as its inputs is exactly what is scored. Rules:
 
 - an image role (T2W_AX, DWI, ADC, CE_T1): the series of that role with the most instances
   (ties: the higher SeriesInstanceUID);
-- the tumour mask of an image series: an RTSTRUCT before a SEG, then the lower
-  SeriesInstanceUID, among the masks that reference that series.
+- the tumour mask of an image series: a drawn mask before an automatic one (larc's own
+  segmenter), an RTSTRUCT before a SEG, then the lower SeriesInstanceUID, among the masks that
+  reference that series.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SeriesCandidate:
     role: SeriesRole
     instances: int
     referenced_series_uid: str | None = None  # masks: the series they were drawn on
+    automatic: bool = False  # masks: made by larc's segmenter (not drawn by a person)
 
 
 def pick_series(candidates: Iterable[SeriesCandidate], role: SeriesRole) -> SeriesCandidate | None:
@@ -42,9 +44,10 @@ def pick_series(candidates: Iterable[SeriesCandidate], role: SeriesRole) -> Seri
     return max(found, key=lambda c: (c.instances, c.series_uid)) if found else None
 
 
-def mask_preference(mask: SeriesCandidate | SeriesFiles) -> tuple[bool, str]:
-    """Sort key of the masks of one series, best first: an RTSTRUCT before a SEG, then by UID."""
-    return (mask.role != SeriesRole.RTSTRUCT, mask.series_uid)
+def mask_preference(mask: SeriesCandidate | SeriesFiles) -> tuple[bool, bool, str]:
+    """Sort key of the masks of one series, best first: drawn before automatic, an RTSTRUCT
+    before a SEG, then by UID."""
+    return (mask.automatic, mask.role != SeriesRole.RTSTRUCT, mask.series_uid)
 
 
 def masks_on(candidates: Iterable[SeriesCandidate], series_uid: str) -> list[SeriesCandidate]:
@@ -89,6 +92,7 @@ class SeriesFiles:
     role: SeriesRole
     paths: tuple[Path, ...]
     referenced_series_uid: str | None = None
+    automatic: bool = False  # masks: made by larc's segmenter
 
 
 @dataclass(frozen=True)

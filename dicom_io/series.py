@@ -41,6 +41,21 @@ def _real_values(ds: Dataset) -> np.ndarray:
     return pixels * slope + intercept
 
 
+def by_position(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Single-frame images of one stack in the order :func:`read_series` puts their slices (by
+    position along the normal): slice ``k`` of the volume is ``by_position(...)[k]``.
+    :class:`InvalidInputError` as for :func:`read_series`."""
+    try:
+        stack = stack_from_datasets(datasets)
+    except ValueError as exc:
+        raise InvalidInputError(f"series cannot be stacked: {exc}") from exc
+    normal = stack.normal
+    return sorted(
+        datasets,
+        key=lambda ds: float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)),
+    )
+
+
 def read_series(datasets: Sequence[Dataset]) -> sitk.Image:
     """Single-frame images of one series (one b-value for DWI) as a float32 volume.
 
@@ -50,17 +65,9 @@ def read_series(datasets: Sequence[Dataset]) -> sitk.Image:
     """
     if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
         return read_enhanced(datasets[0])
-    try:
-        stack = stack_from_datasets(datasets)
-    except ValueError as exc:
-        raise InvalidInputError(f"series cannot be stacked: {exc}") from exc
-    normal = stack.normal
-    ordered = sorted(
-        datasets,
-        key=lambda ds: float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)),
-    )
+    ordered = by_position(datasets)
     volume = np.stack([_real_values(ds) for ds in ordered])
-    return image_from_stack(volume, stack)
+    return image_from_stack(volume, stack_from_datasets(ordered))
 
 
 def read_enhanced(ds: Dataset) -> sitk.Image:

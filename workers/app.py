@@ -1,5 +1,6 @@
 """The Celery app: JSON only, late acknowledgement, one task at a time per worker process,
-``larc.analyse`` on the ``gpu`` queue and ``larc.report`` on the ``cpu`` queue.
+``larc.analyse`` and ``larc.segment`` on the ``gpu`` queue, ``larc.report`` on the ``cpu``
+queue.
 
 Configured once by the entry point (:func:`configure`) from plain values; nothing is read from
 the environment at import time.
@@ -13,7 +14,7 @@ from pathlib import Path
 from celery import Celery
 
 CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
-ANALYSE, REPORT = "larc.analyse", "larc.report"
+ANALYSE, REPORT, SEGMENT = "larc.analyse", "larc.report", "larc.segment"
 
 app = Celery("larc", include=["workers.tasks"])
 app.conf.update(
@@ -25,7 +26,11 @@ app.conf.update(
     task_track_started=True,
     worker_prefetch_multiplier=1,
     task_default_queue=CPU_QUEUE,
-    task_routes={ANALYSE: {"queue": GPU_QUEUE}, REPORT: {"queue": CPU_QUEUE}},
+    task_routes={
+        ANALYSE: {"queue": GPU_QUEUE},
+        SEGMENT: {"queue": GPU_QUEUE},
+        REPORT: {"queue": CPU_QUEUE},
+    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     result_expires=7 * 24 * 3600,

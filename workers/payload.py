@@ -77,6 +77,8 @@ class CasePayload:
     clinical: dict[str, Any] = field(default_factory=dict)
     # inputs outside the training envelope, scored anyway (scoring.out_of_range: warn)
     warnings: list[str] = field(default_factory=list)
+    # timepoint -> where its T2W tumour mask came from, in words (drawn, or automatic)
+    outlines: dict[str, str] = field(default_factory=dict)
 
     @property
     def inputs(self) -> bytes:

@@ -183,6 +183,18 @@ def envelope_comments(warnings: list[str]) -> list[str]:
     ]
 
 
+def outline_comments(outlines: dict[str, str]) -> list[str]:
+    """The SR's note of where each timepoint's tumour outline came from; an automatic one that
+    no radiologist has reviewed says so."""
+    out = []
+    for timepoint, text in sorted(outlines.items()):
+        line = f"Tumour outline ({timepoint} T2W): {text}"
+        if text.startswith("automatic") and "not reviewed" in text:
+            line += ". The measurements and scores rest on an unverified automatic outline"
+        out.append(line)
+    return out
+
+
 def result_objects(
     payload: CasePayload, analysis: dict[str, Any], algorithm: Algorithm
 ) -> list[ResultObject]:
@@ -203,7 +215,11 @@ def result_objects(
         payload.key,
         payload.created,
         predecessor=payload.predecessor_reference(),
-        comments=[*envelope_comments(payload.warnings), *reading_comments(payload.clinical)],
+        comments=[
+            *outline_comments(payload.outlines),
+            *envelope_comments(payload.warnings),
+            *reading_comments(payload.clinical),
+        ],
     )
     objects = [ResultObject("sr", sr)]
     series_uid = derive_uid(payload.key, "sc-series")

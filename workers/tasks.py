@@ -16,10 +16,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dicom_io.sr import Algorithm
 from workers.analysis import analyse, bundle_at
-from workers.app import ANALYSE, REPORT, app
+from workers.app import ANALYSE, REPORT, SEGMENT, app
 from workers.base import PERMANENT_ERRORS, TransientError, failure
 from workers.payload import CasePayload
 from workers.results import encode_objects, result_objects
+from workers.segmentation import run_segment
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +79,10 @@ def report_task(
 ) -> dict[str, Any]:
     """``larc.report`` (cpu queue)."""
     return run_report(analysis, payload_json)
+
+
+@app.task(name=SEGMENT, base=LarcTask, bind=True)  # type: ignore[untyped-decorator]
+def segment_task(self: Task, payload_json: dict[str, Any]) -> dict[str, Any]:
+    """``larc.segment`` (gpu queue): the automatic tumour mask of one T2W series."""
+    folder = self.app.conf.get("larc_bundle_dir")
+    return run_segment(payload_json, Path(folder) if folder else None)

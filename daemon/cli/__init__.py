@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 
 from daemon import __version__
-from daemon.cli import config, demo, harness, health, pair, serve, status, synth, train, workers
+from daemon.cli import (
+    config,
+    demo,
+    harness,
+    health,
+    outline,
+    pair,
+    serve,
+    status,
+    synth,
+    train,
+    workers,
+)
 from daemon.logs import configure_logging
 
 app = typer.Typer(
@@ -21,6 +33,7 @@ app = typer.Typer(
         "(worker threads, or larc worker processes on a Redis broker) and sends the results - "
         "a TID 1500 SR and Grad-CAM Secondary Captures - back to the PACS (or an outbox "
         "folder). Also: status, pair (choose a held patient's baseline and restaging studies), "
+        "outline (review automatic tumour outlines), "
         "config, retry-exports, worker, health checks (echo, "
         "ping-workers), the synthetic cohort generator (synth), the demo, the harness (a real "
         "Orthanc, Redis and workers on this machine), and training and evaluation of the "
@@ -66,6 +79,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "serve": serve.serve,
     "status": status.status,
     "pair": pair.pair,
+    "outline": outline.outline,
     "demo": demo.demo,
     "harness": harness.harness,
     "echo": health.echo,

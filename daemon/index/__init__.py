@@ -3,12 +3,14 @@ speaks SQL. ``schema`` (tables and upgrades), ``rows`` (the frozen rows the read
 ``database`` (:class:`Index`: named readers and writers)."""
 
 from daemon.index.database import INDEX_FILE, Index, ReadingsSaved
-from daemon.index.rows import CaseRow, ExportState, InstanceRecord
+from daemon.index.rows import AutoMaskRow, AutoMaskState, CaseRow, ExportState, InstanceRecord
 from daemon.index.schema import SCHEMA_VERSION
 
 __all__ = [
     "INDEX_FILE",
     "SCHEMA_VERSION",
+    "AutoMaskRow",
+    "AutoMaskState",
     "CaseRow",
     "ExportState",
     "Index",

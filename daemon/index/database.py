@@ -24,6 +24,9 @@ from typing import Any
 
 from daemon.cases import CaseState, case_fingerprint, check_transition
 from daemon.index.rows import (
+    AutoMaskReviewRow,
+    AutoMaskRow,
+    AutoMaskState,
     CaseRow,
     ExportRow,
     ExportState,
@@ -487,6 +490,124 @@ class Index:
             )
         return [r["patient_id"] for r in rows]
 
+    # -- automatic masks -------------------------------------------------------------------------
+
+    def request_auto_mask(
+        self, image_series_uid: str, study_uid: str, patient_id: str, model: str
+    ) -> bool:
+        """Ask for the automatic tumour mask of an image series (once per series); whether
+        this call asked (``False``: it was asked before)."""
+        now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO auto_masks (image_series_uid, study_uid, patient_id, "
+                "model, state, requested_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (image_series_uid, study_uid, patient_id, model, AutoMaskState.REQUESTED,
+                 now, now),
+            )  # fmt: skip
+        return cursor.rowcount == 1
+
+    def set_auto_mask(
+        self,
+        image_series_uid: str,
+        state: AutoMaskState,
+        reason: str = "",
+        *,
+        task: str | None = None,
+        seg_series_uid: str | None = None,
+        volume_ml: float | None = None,
+        mean_probability: float | None = None,
+    ) -> None:
+        """Move an automatic mask on; a finished one (passed or failed) is announced to the
+        assembler (:meth:`take_finished_auto_masks`)."""
+        finished = state in (AutoMaskState.PASSED, AutoMaskState.FAILED)
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE auto_masks SET state = ?, reason = ?, task = ?, seg_series_uid = "
+                "COALESCE(?, seg_series_uid), volume_ml = COALESCE(?, volume_ml), "
+                "mean_probability = COALESCE(?, mean_probability), updated_at = ?, "
+                "announced = CASE WHEN ? THEN 0 ELSE announced END WHERE image_series_uid = ?",
+                (state, reason, task, seg_series_uid, volume_ml, mean_probability, time.time(),
+                 finished, image_series_uid),
+            )  # fmt: skip
+
+    def auto_mask(self, image_series_uid: str) -> AutoMaskRow | None:
+        """The automatic mask of an image series, or ``None``."""
+        rows = self._read(
+            "SELECT * FROM auto_masks WHERE image_series_uid = ?", (image_series_uid,)
+        )
+        return AutoMaskRow.from_row(rows[0]) if rows else None
+
+    def auto_mask_of_seg(self, seg_series_uid: str) -> AutoMaskRow | None:
+        """The automatic mask stored as the SEG series ``seg_series_uid``, or ``None`` (a
+        drawn mask)."""
+        rows = self._read("SELECT * FROM auto_masks WHERE seg_series_uid = ?", (seg_series_uid,))
+        return AutoMaskRow.from_row(rows[0]) if rows else None
+
+    def auto_masks(
+        self, *states: AutoMaskState, patient_id: str | None = None
+    ) -> list[AutoMaskRow]:
+        """Automatic masks in ``states`` (all when none given), of one patient or all."""
+        where: list[str] = []
+        params: list[str] = []
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(states)
+        if patient_id is not None:
+            where.append("patient_id = ?")
+            params.append(patient_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT * FROM auto_masks{clause} ORDER BY requested_at", tuple(params))  # noqa: S608
+        return [AutoMaskRow.from_row(r) for r in rows]
+
+    def take_finished_auto_masks(self) -> list[str]:
+        """The patients with an automatic mask finished or reviewed since the last call."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT DISTINCT patient_id FROM auto_masks WHERE announced = 0"
+            ).fetchall()
+            db.execute("UPDATE auto_masks SET announced = 1 WHERE announced = 0")
+        return [r["patient_id"] for r in rows]
+
+    def review_auto_mask(
+        self, image_series_uid: str, decision: str, who: str, via: str, note: str = ""
+    ) -> None:
+        """A radiologist accepts or rejects an automatic outline (audited); the assembler
+        decides the patient's cases again: accepted, the next SR records it as reviewed;
+        rejected, the case waits for a drawn mask. ``ValueError`` for no such mask, one that
+        is not stored (failed or still being made) or another decision."""
+        if decision not in ("accepted", "rejected"):
+            raise ValueError("a review is 'accepted' or 'rejected'")
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT state FROM auto_masks WHERE image_series_uid = ?", (image_series_uid,)
+            ).fetchone()
+            if row is None:
+                raise ValueError("no automatic mask on that series")
+            if row["state"] != AutoMaskState.PASSED:
+                raise ValueError(
+                    f"the automatic mask is {row['state']}: there is no outline to review"
+                )
+            db.execute(
+                "UPDATE auto_masks SET review = ?, reviewed_by = ?, reviewed_at = ?, "
+                "review_note = ?, announced = 0 WHERE image_series_uid = ?",
+                (decision, who, now, note, image_series_uid),
+            )
+            db.execute(
+                "INSERT INTO auto_mask_reviews (image_series_uid, decision, who, via, note, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (image_series_uid, decision, who, via, note, now),
+            )
+
+    def auto_mask_reviews(self, image_series_uid: str) -> list[AutoMaskReviewRow]:
+        """Every review of an automatic mask, newest first (the audit)."""
+        rows = self._read(
+            "SELECT * FROM auto_mask_reviews WHERE image_series_uid = ? ORDER BY id DESC",
+            (image_series_uid,),
+        )
+        return [AutoMaskReviewRow.from_row(r) for r in rows]
+
     # -- named readers ---------------------------------------------------------------------------
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -556,7 +677,8 @@ class Index:
     ) -> list[CaseRow]:
         """Cases in any of ``states`` (all when none given), of ``patient_id`` when given,
         only those handed to an executor when ``with_task``; oldest change first."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str] = []
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params += [str(s) for s in states]

@@ -19,6 +19,15 @@ class ExportState(StrEnum):
     FAILED = "failed"  # parked after the last try; `larc retry-exports` queues it again
 
 
+class AutoMaskState(StrEnum):
+    """Where the automatic tumour mask of one image series stands."""
+
+    REQUESTED = "requested"  # to be sent to a worker
+    QUEUED = "queued"  # a worker is segmenting it
+    PASSED = "passed"  # passed its quality gate: stored as a SEG in the study
+    FAILED = "failed"  # failed its gate (or could not be made): the reason says why
+
+
 class _Row:
     """``from_row``: the dataclass from an ``sqlite3.Row`` holding (at least) its fields."""
 
@@ -248,3 +257,40 @@ class TimepointChoiceRow(_Row):
     note: str
     at: float
     applied_at: float | None
+
+
+@dataclass(frozen=True)
+class AutoMaskRow(_Row):
+    """The automatic tumour mask of one image series (the T2W): requested, being made, stored
+    as a SEG (passed its quality gate) or failed, and a radiologist's review of it."""
+
+    image_series_uid: str
+    study_uid: str
+    patient_id: str
+    model: str
+    state: str  # AutoMaskState
+    reason: str
+    task: str | None
+    seg_series_uid: str | None
+    volume_ml: float | None
+    mean_probability: float | None
+    review: str | None  # "accepted" or "rejected" (None: not reviewed)
+    reviewed_by: str | None
+    reviewed_at: float | None
+    review_note: str
+    requested_at: float
+    updated_at: float
+    announced: int
+
+
+@dataclass(frozen=True)
+class AutoMaskReviewRow(_Row):
+    """One review of an automatic mask (the audit)."""
+
+    id: int
+    image_series_uid: str
+    decision: str
+    who: str
+    via: str
+    note: str
+    at: float

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -153,6 +153,35 @@ CREATE TABLE IF NOT EXISTS timepoint_choices (
     at REAL NOT NULL,
     applied_at REAL
 );
+CREATE TABLE IF NOT EXISTS auto_masks (
+    image_series_uid TEXT PRIMARY KEY REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    model TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    task TEXT,
+    seg_series_uid TEXT,
+    volume_ml REAL,
+    mean_probability REAL,
+    review TEXT,
+    reviewed_by TEXT,
+    reviewed_at REAL,
+    review_note TEXT NOT NULL DEFAULT '',
+    requested_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS auto_mask_reviews (
+    id INTEGER PRIMARY KEY,
+    image_series_uid TEXT NOT NULL REFERENCES auto_masks(image_series_uid),
+    decision TEXT NOT NULL,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auto_masks_by_patient ON auto_masks(patient_id);
 CREATE INDEX IF NOT EXISTS cases_by_state ON cases(state);
 CREATE INDEX IF NOT EXISTS cases_by_patient ON cases(patient_id);
 CREATE INDEX IF NOT EXISTS results_by_case ON results(case_id, created_at);
@@ -168,12 +197,12 @@ def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
     row = db.execute("SELECT version FROM schema_version").fetchone()
     if row is None:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] in (1, 2, 3):
+    elif row[0] in (1, 2, 3, 4):
         if row[0] == 1:  # 1 -> 2: cases remember their work key and task
             db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
             db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
         # 2 -> 3: radiologist readings and their audit; 3 -> 4: operators' choices of
-        # timepoints (new tables, created above)
+        # timepoints; 4 -> 5: automatic masks and their reviews (new tables, created above)
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     elif row[0] != SCHEMA_VERSION:
         raise RuntimeError(

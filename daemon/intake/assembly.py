@@ -10,12 +10,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import pydicom
 
 from daemon.cases import (
+    AutoMask,
     CaseDecision,
     CaseKind,
     CaseState,
@@ -25,8 +26,10 @@ from daemon.cases import (
     case_id,
     decide_cases,
     held_decision,
+    t2w_without_mask,
 )
-from daemon.index import Index
+from daemon.index import AutoMaskRow, Index
+from daemon.index.rows import SeriesRow
 from daemon.loops import BackgroundLoop
 from dicom_io.pairing import (
     BASELINE,
@@ -58,6 +61,14 @@ class PriorSource(Protocol):
         """The patients the PACS has answered for since the last call."""
 
 
+@dataclass(frozen=True)
+class AutoSegmentation:
+    """How T2W series without a drawn mask get one (``segmentation.*``; ``None``: manual)."""
+
+    model: str  # the bundle's label ("name version") that segments
+    always: bool = False  # auto_always: segment every T2W and score only automatic masks
+
+
 def log_ready(case: str, version: int, kind: str) -> None:
     """The hand-off until workers exist: say that a case is ready."""
     logger.info("case %s (%s) version %d is ready", case, kind, version)
@@ -74,8 +85,14 @@ class Assembler:
         rules: Sequence[RoleRule] = DEFAULT_RULES,
         on_ready: ReadyHandler = log_ready,
         priors: PriorSource | None = None,
+        auto: AutoSegmentation | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
+        """``auto``: segment T2W series without a mask (``None``: cases wait for a drawn one);
+        ``on_request``: called when an automatic mask was asked for (the dispatcher's wake)."""
         self.index = index
+        self.auto = auto
+        self.on_request = on_request
         self.stable_age_s = stable_age_s
         self.policy = policy
         self.rules = rules
@@ -93,6 +110,7 @@ class Assembler:
         due = self.index.studies_due(now - self.stable_age_s)
         patients = set(self.priors.take_answered()) if self.priors is not None else set()
         patients.update(self.index.take_new_choices())  # an operator chose timepoints
+        patients.update(self.index.take_finished_auto_masks())  # segmented, or reviewed
         for study in due:
             self._classify(study.study_uid)
             self.index.mark_stable(study.study_uid, now)
@@ -125,12 +143,12 @@ class Assembler:
         if self.index.has_unstable_study(patient_id):
             return  # decided once the patient's last study is stable too
         studies = self.index.studies_of_patient(patient_id, stable_only=True)
+        auto_rows = {r.image_series_uid: r for r in self.index.auto_masks(patient_id=patient_id)}
         series_of: dict[str, list[SeriesFacts]] = {}
         for study in studies:
-            series_of[study.study_uid] = [
-                SeriesFacts(r.series_uid, r.role or "", r.instances, r.referenced_series_uid)
-                for r in self.index.series_of_study(study.study_uid)
-            ]
+            series_of[study.study_uid] = self._series_facts(
+                self.index.series_of_study(study.study_uid), auto_rows
+            )
         imaging = [
             StudyFacts(
                 s.study_uid,
@@ -162,7 +180,7 @@ class Assembler:
         if self.priors is not None and choice is None and asked:
             self.priors.request(patient_id, case_id(patient_id, CaseKind.RESPONSE))
             hold = lone and not self.priors.finished(patient_id)
-        for decided in decide_cases(inputs):
+        for decided in decide_cases(inputs, self._auto_masks(patient_id, inputs, auto_rows)):
             if hold and decided.state == CaseState.READY:
                 reason = (
                     "asking the PACS for prior studies first "
@@ -174,6 +192,58 @@ class Assembler:
                     decided, reason=f"{decided.reason} (timepoints chosen by {choice.who})"
                 )
             self._store_case(patient_id, decided)
+
+    def _series_facts(
+        self, rows: Sequence[SeriesRow], auto_rows: dict[str, AutoMaskRow]
+    ) -> list[SeriesFacts]:
+        """A study's series as case building sees them: larc's own SEGs marked automatic, a
+        rejected automatic outline left out, and (auto_always) drawn masks on the T2W too."""
+        automatic = {r.seg_series_uid: r for r in auto_rows.values() if r.seg_series_uid}
+        t2w = {r.series_uid for r in rows if r.role == SeriesRole.T2W_AX}
+        facts = []
+        for r in rows:
+            made = automatic.get(r.series_uid)
+            if made is not None and made.review == "rejected":
+                continue
+            drawn = r.role in (SeriesRole.RTSTRUCT, SeriesRole.SEG) and made is None
+            if (
+                drawn
+                and self.auto is not None
+                and self.auto.always
+                and (r.referenced_series_uid in t2w)
+            ):
+                continue
+            facts.append(
+                SeriesFacts(
+                    r.series_uid, r.role or "", r.instances, r.referenced_series_uid,
+                    automatic=made is not None,
+                )
+            )  # fmt: skip
+        return facts
+
+    def _auto_masks(
+        self, patient_id: str, studies: Sequence[StudyInputs], rows: dict[str, AutoMaskRow]
+    ) -> dict[str, AutoMask]:
+        """The automatic masks of the patient's T2W series, asking for those still needed."""
+        if self.auto is not None:
+            asked = False
+            for study in studies:
+                if study.timepoint not in (BASELINE, RESTAGING):
+                    continue
+                uid = t2w_without_mask(study)
+                if uid is None or uid in rows:
+                    continue
+                if self.index.request_auto_mask(uid, study.study_uid, patient_id, self.auto.model):
+                    logger.info("automatic tumour segmentation asked for series %s", uid[-12:])
+                    asked = True
+            if asked:
+                rows = {r.image_series_uid: r for r in self.index.auto_masks(patient_id=patient_id)}
+                if self.on_request is not None:
+                    self.on_request()
+        return {
+            uid: AutoMask(r.state, r.reason, r.review, r.reviewed_by or "", r.review_note)
+            for uid, r in rows.items()
+        }
 
     def _choice(self, patient_id: str) -> PairingChoice | None:
         row = self.index.timepoint_choice(patient_id)
@@ -191,7 +261,8 @@ class Assembler:
             return  # same inputs, already past waiting: nothing new
         version = 1 if old is None else old.version
         new_version = old is None
-        if decision.state == CaseState.READY and old is not None and old.state != waiting:
+        decided = decision.state in (CaseState.READY, CaseState.DECLINED)
+        if decided and old is not None and old.state != waiting:
             version += 1  # new inputs for a case that was already ready or further
             new_version = True
         changed = old is None or old.state != decision.state or new_version
@@ -212,8 +283,10 @@ class Assembler:
         )
         if decision.state == CaseState.READY and changed:
             self.on_ready(cid, version, decision.kind)
-        elif changed and decision.state == CaseState.HELD:
-            logger.warning("case %s (%s) held: %s", cid, decision.kind, decision.reason)
+        elif changed and decision.state in (CaseState.HELD, CaseState.DECLINED):
+            logger.warning(
+                "case %s (%s) %s: %s", cid, decision.kind, decision.state, decision.reason
+            )
         elif changed:
             logger.info("case %s (%s) waiting: %s", cid, decision.kind, decision.reason)
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import pydicom
 
-from daemon.cases import CaseState
+from daemon.cases import CaseState, recorded_series
 from daemon.index import CaseRow, Index
 from daemon.loops import BackgroundLoop
 from daemon.scoring.checks import CaseDeclined, InputPolicy
 from daemon.scoring.executors import Executor, WorkState
 from daemon.scoring.model import ModelInfo
+from daemon.scoring.segmenting import AutoSegmenter
 from daemon.scoring.work_order import WorkOrders
 from dicom_io.errors import InvalidInputError
 from dicom_io.storage import InstanceStore
@@ -50,10 +51,13 @@ class Dispatcher:
         embedded: bool,
         on_result: Callable[[], None] | None = None,
         policy: InputPolicy | None = None,
+        segmenter: AutoSegmenter | None = None,
     ) -> None:
         """``destinations``: the export destinations each result is queued for;
         ``on_result``: called after a result is stored (the exporter's wake-up); ``policy``:
-        what to do with inputs outside the training envelope (``scoring.*``)."""
+        what to do with inputs outside the training envelope (``scoring.*``); ``segmenter``:
+        makes the automatic masks the assembler asks for (``None``: none are made)."""
+        self.segmenter = segmenter
         self.index = index
         self.data_dir = data_dir
         self.model = model
@@ -80,12 +84,18 @@ class Dispatcher:
                     count += 1
         if count:
             logger.warning("%d case(s) queued again after a restart", count)
+        if self.segmenter is not None:
+            masks = self.segmenter.requeue_lost(self.embedded)
+            if masks:
+                logger.warning("%d automatic mask(s) asked again after a restart", masks)
         return count
 
     # -- one pass ------------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Dispatch ready cases and collect finished work."""
+        """Make the automatic masks asked for, dispatch ready cases and collect finished work."""
+        if self.segmenter is not None:
+            self.segmenter.run_once()
         for case in self.index.cases(CaseState.READY):
             if self._loop.stopping:
                 return
@@ -161,6 +171,7 @@ class Dispatcher:
                     "series": str(ds.SeriesInstanceUID),
                     "study": str(ds.StudyInstanceUID),
                 }
+        files.extend(self._automatic_masks(case))
         self.index.record_result(
             {
                 "work_key": key,
@@ -175,6 +186,19 @@ class Dispatcher:
             self.destinations,
         )
         self._after_result(case.case_id, case.version, key)
+
+    def _automatic_masks(self, case: CaseRow) -> list[str]:
+        """The stored automatic SEGs the case was scored on: exported with its results."""
+        files: list[str] = []
+        for series in recorded_series(case.inputs, case.kind).values():
+            for mask in series.masks:
+                if self.index.auto_mask_of_seg(mask) is not None:
+                    files.extend(
+                        str(path.relative_to(self.data_dir))
+                        for path in self.index.instance_paths(mask)
+                        if path.is_relative_to(self.data_dir)
+                    )
+        return files
 
     def _after_result(self, case_id: str, version: int, key: str) -> None:
         stored = self.index.result(key)

@@ -1,4 +1,5 @@
-"""Executors: where a case's analyse + report tasks run. :class:`EmbeddedExecutor` (worker
+"""Executors: where a case's analyse + report tasks (and the segment task of an automatic
+mask) run. :class:`EmbeddedExecutor` (worker
 threads in this process, no broker: the embedded default) and :class:`CeleryExecutor` (the
 ``larc.analyse`` / ``larc.report`` chain on a Redis broker, ``larc worker`` processes anywhere)
 run the same task functions. Both are polled by the dispatcher, which keeps the handle in the
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from celery import chain
 from celery.result import AsyncResult
 
-from workers.app import ANALYSE, REPORT, app
+from workers.app import ANALYSE, REPORT, SEGMENT, app
 
 
 class WorkState(StrEnum):
@@ -52,6 +53,9 @@ class Executor(Protocol):
     def submit(self, payload: dict[str, Any]) -> str:
         """Start the work; returns a handle to :meth:`poll` (kept in the index)."""
 
+    def submit_segment(self, payload: dict[str, Any]) -> str:
+        """Start an automatic mask's segment task (``workers.segmentation``); a handle."""
+
     def poll(self, handle: str) -> Poll:
         """The state of the work behind ``handle``."""
 
@@ -78,11 +82,25 @@ class EmbeddedExecutor:
             self._started.add(handle)
         return run_report(run_analyse(payload, self.bundle_dir), payload)
 
+    def _run_segment(self, handle: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from workers.segmentation import run_segment  # noqa: PLC0415  (torch: see _run)
+
+        with self._lock:
+            self._started.add(handle)
+        return run_segment(payload, self.bundle_dir)
+
     def submit(self, payload: dict[str, Any]) -> str:
         """Queue the work on the threads."""
         handle = f"embedded:{payload['key']}:{time.monotonic_ns()}"
         with self._lock:
             self._futures[handle] = self._pool.submit(self._run, handle, payload)
+        return handle
+
+    def submit_segment(self, payload: dict[str, Any]) -> str:
+        """Queue the segment task on the threads."""
+        handle = f"embedded-segment:{payload['key']}:{time.monotonic_ns()}"
+        with self._lock:
+            self._futures[handle] = self._pool.submit(self._run_segment, handle, payload)
         return handle
 
     def poll(self, handle: str) -> Poll:
@@ -118,12 +136,19 @@ class CeleryExecutor:
         result = chain(analyse, report).apply_async()
         return json.dumps({"analyse": result.parent.id, "report": result.id})
 
+    def submit_segment(self, payload: dict[str, Any]) -> str:
+        """Send ``larc.segment`` (by name); the handle holds its task id."""
+        result = app.signature(SEGMENT, args=(payload,)).apply_async()
+        return json.dumps({"segment": result.id})
+
     def poll(self, handle: str) -> Poll:
         """State from the result backend (the workers' reports)."""
         try:
             ids = json.loads(handle)
         except ValueError:
             return Poll(LOST)
+        if "segment" in ids:
+            return self._poll_one(AsyncResult(ids["segment"], app=app))
         report, analyse = AsyncResult(ids["report"], app=app), AsyncResult(ids["analyse"], app=app)
         if report.state == "SUCCESS":
             return Poll(DONE, result=report.result)
@@ -133,6 +158,14 @@ class CeleryExecutor:
         if analyse.state in ("STARTED", "RETRY", "SUCCESS"):
             return Poll(RUNNING)
         return Poll(QUEUED)
+
+    @staticmethod
+    def _poll_one(step: AsyncResult) -> Poll:
+        if step.state == "SUCCESS":
+            return Poll(DONE, result=step.result)
+        if step.state == "FAILURE":
+            return Poll(FAILED, error=f"{type(step.result).__name__}: {step.result}")
+        return Poll(RUNNING if step.state in ("STARTED", "RETRY") else QUEUED)
 
     def shutdown(self) -> None:
         """Nothing to stop: the work stays with the broker and the workers."""

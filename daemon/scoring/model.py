@@ -21,6 +21,7 @@ class ModelInfo:
     preprocess: PreprocessConfig
     cr_features: tuple[str, ...] = ()  # the radiologist-read features of the CR/CRD models
     envelope: Envelope | None = None  # what the training patients' series were (None: unknown)
+    segmenter: bool = False  # the bundle carries an automatic tumour segmenter
 
     @property
     def label(self) -> str:
@@ -35,5 +36,6 @@ class ModelInfo:
         cr = tuple(str(f) for f in (manifest.get("response") or {}).get("cr_features") or ())
         envelope = Envelope.from_json(manifest["envelope"]) if manifest.get("envelope") else None
         return cls(
-            folder, str(manifest["name"]), str(manifest["version"]), preprocess, cr, envelope
-        )
+            folder, str(manifest["name"]), str(manifest["version"]), preprocess, cr, envelope,
+            segmenter=bool(manifest.get("segmentation")),
+        )  # fmt: skip

@@ -22,6 +22,8 @@ from daemon.cases import RecordedSeries, recorded_series
 from daemon.index import CaseRow, Index
 from daemon.scoring.checks import InputPolicy, check_inputs
 from daemon.scoring.model import ModelInfo
+from dicom_io.errors import InvalidInputError
+from dicom_io.masks import select_roi
 from dicom_io.pairing import Timepoint
 from dicom_io.roles import SeriesRole
 from dicom_io.selection import SelectedStudy, SeriesFiles
@@ -30,6 +32,7 @@ from pipeline.errors import PipelineInputError
 from workers.payload import CasePayload, header, idempotency_key
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 def _reference(ds: pydicom.Dataset) -> dict[str, str]:
@@ -74,7 +77,8 @@ class WorkOrders:
                 if row is None or row.role not in (SeriesRole.RTSTRUCT, SeriesRole.SEG):
                     continue
                 paths = tuple(self.index.instance_paths(uid))
-                masks.append(SeriesFiles(uid, SeriesRole(row.role), paths, referenced))
+                automatic = self.index.auto_mask_of_seg(uid) is not None
+                masks.append(SeriesFiles(uid, SeriesRole(row.role), paths, referenced, automatic))
             out[timepoint] = SelectedStudy(images, tuple(masks))
         return out
 
@@ -87,6 +91,30 @@ class WorkOrders:
     def _first_header(self, series_uid: str) -> dict[str, Any] | None:
         row = self.index.first_instance(series_uid)
         return header(pydicom.dcmread(row.path, stop_before_pixels=True)) if row else None
+
+    def provenance(self, mask_series_uid: str) -> str:
+        """Where a tumour mask came from, in words for the report: drawn (RTSTRUCT and its
+        ROI, or SEG and its segment) or automatic (model, reviewed or not)."""
+        auto = self.index.auto_mask_of_seg(mask_series_uid)
+        if auto is not None:
+            if auto.review == "accepted":
+                when = dt.datetime.fromtimestamp(auto.reviewed_at or 0).strftime("%Y-%m-%d")
+                review = f"reviewed and accepted by {auto.reviewed_by} on {when}"
+            else:
+                review = "not reviewed by a radiologist"
+            return f"automatic outline by {auto.model}, {review}"
+        row = self.index.first_instance(mask_series_uid)
+        if row is None:
+            return "drawn mask"
+        ds = pydicom.dcmread(row.path, stop_before_pixels=True)
+        if str(ds.SOPClassUID) == RT_STRUCTURE_SET:
+            try:
+                _, name = select_roi(ds, self.model.preprocess.roi_pattern)
+            except InvalidInputError:
+                return "drawn RTSTRUCT"
+            return f"drawn RTSTRUCT (ROI '{name}')"
+        labels = [str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])]
+        return f"drawn SEG (segment '{labels[0]}')" if labels else "drawn SEG"
 
     def build(self, case: CaseRow) -> CasePayload:
         """Prepare the case's inputs and gather what the workers need (see the module doc).
@@ -107,13 +135,15 @@ class WorkOrders:
             if found is not None:
                 evidence.append(found)
         masks: dict[str, dict[str, str]] = {}
+        outlines: dict[str, str] = {}
         for timepoint, series in recorded.items():
             t2w = series.images.get(SeriesRole.T2W_AX)
-            mask = next((m for m, ref in series.masks.items() if ref == t2w), None)
-            found = self._first_header(mask) if mask else None
-            if found is not None:
+            mask = case.inputs.get(f"{timepoint}_mask")
+            found = self._first_header(mask) if mask and series.masks.get(mask) == t2w else None
+            if found is not None and mask is not None:
                 evidence.append(found)
                 masks[timepoint] = _reference(pydicom.Dataset.from_json(found))
+                outlines[timepoint] = self.provenance(mask)
         target_study = (
             case.restaging_study_uid if kind.target == "restaging" else case.baseline_study_uid
         )
@@ -156,4 +186,5 @@ class WorkOrders:
             predecessor=predecessor,
             clinical=self.index.readings(case.case_id),
             warnings=warnings,
+            outlines=outlines,
         )

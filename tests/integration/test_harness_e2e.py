@@ -91,8 +91,11 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
     require_tool("/usr/bin/redis-server")
     complete, baseline_only, never_masked, late_masks = cohort.patients
     ct_folder, ct_uid = _ct_study(complete, tmp_path / "ct")
+    # drawn masks only: this run is about masks that never come or come late (automatic
+    # segmentation has its own end-to-end test, tests/integration/test_auto_segmentation.py)
     spec = HarnessSpec(tmp_path / "harness", trained_bundle.folder, workers=1,
-                       orthanc_stable_age_s=1)  # fmt: skip
+                       orthanc_stable_age_s=1,
+                       settings={"segmentation": {"mode": "manual"}})  # fmt: skip
     with Harness(spec) as harness:
         both = ("baseline", "restaging")
         harness.send_to_pacs(cohort.out_dir / complete.patient_id, ct_folder)

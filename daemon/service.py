@@ -187,17 +187,18 @@ class Daemon:
         )
 
     def _auto_segmentation(self, settings: Settings) -> AutoSegmentation | None:
-        """How T2W series without a drawn mask get one (``None``: they wait for one)."""
-        mode = settings.segmentation.mode
-        model = self.dispatcher.model if self.dispatcher else None
-        if mode == "manual" or model is None:
+        """How T2W series without a drawn mask get one (``None``: they wait for one): made by
+        the dispatcher's segmenter, when it has one."""
+        if self.dispatcher is None:
             return None
-        if not model.segmenter:
-            logger.warning(
-                "segmentation.mode is %s but model bundle %s has no segmenter: cases without "
-                "a drawn tumour mask wait for one (train one with larc train models "
-                "--segmentation-epochs N)", mode, model.label,
-            )  # fmt: skip
+        mode, model = settings.segmentation.mode, self.dispatcher.model
+        if self.dispatcher.segmenter is None:
+            if mode != "manual":
+                logger.warning(
+                    "segmentation.mode is %s but model bundle %s has no segmenter: cases "
+                    "without a drawn tumour mask wait for one (train one with larc train "
+                    "models --segmentation-epochs N)", mode, model.label,
+                )  # fmt: skip
             return None
         logger.info("T2W series without a drawn tumour mask are segmented by %s (%s)",
                     model.label, mode)  # fmt: skip

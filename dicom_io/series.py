@@ -41,19 +41,25 @@ def _real_values(ds: Dataset) -> np.ndarray:
     return pixels * slope + intercept
 
 
-def by_position(datasets: Sequence[Dataset]) -> list[Dataset]:
-    """Single-frame images of one stack in the order :func:`read_series` puts their slices (by
-    position along the normal): slice ``k`` of the volume is ``by_position(...)[k]``.
-    :class:`InvalidInputError` as for :func:`read_series`."""
+def _stacked(datasets: Sequence[Dataset]) -> tuple[list[Dataset], SliceStack]:
+    """The images ordered by position along the normal, and their stack."""
     try:
         stack = stack_from_datasets(datasets)
     except ValueError as exc:
         raise InvalidInputError(f"series cannot be stacked: {exc}") from exc
     normal = stack.normal
-    return sorted(
+    ordered = sorted(
         datasets,
         key=lambda ds: float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)),
     )
+    return ordered, stack
+
+
+def by_position(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Single-frame images of one stack in the order :func:`read_series` puts their slices (by
+    position along the normal): slice ``k`` of the volume is ``by_position(...)[k]``.
+    :class:`InvalidInputError` as for :func:`read_series`."""
+    return _stacked(datasets)[0]
 
 
 def read_series(datasets: Sequence[Dataset]) -> sitk.Image:
@@ -65,9 +71,9 @@ def read_series(datasets: Sequence[Dataset]) -> sitk.Image:
     """
     if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
         return read_enhanced(datasets[0])
-    ordered = by_position(datasets)
+    ordered, stack = _stacked(datasets)
     volume = np.stack([_real_values(ds) for ds in ordered])
-    return image_from_stack(volume, stack_from_datasets(ordered))
+    return image_from_stack(volume, stack)
 
 
 def read_enhanced(ds: Dataset) -> sitk.Image:

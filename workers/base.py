@@ -38,6 +38,10 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# what a task catches and reports as failed: the permanent faults and a payload that is not one
+NOT_RETRIED: tuple[type[BaseException], ...] = (*PERMANENT_ERRORS, ValueError, KeyError)
+
+
 def failure(stage: str, exc: BaseException) -> dict[str, Any]:
     """The result of a task that failed for good: the stage and the reason."""
     return {"failed": f"{stage}: {exc}", "stage": stage}

@@ -184,15 +184,9 @@ def envelope_comments(warnings: list[str]) -> list[str]:
 
 
 def outline_comments(outlines: dict[str, str]) -> list[str]:
-    """The SR's note of where each timepoint's tumour outline came from; an automatic one that
-    no radiologist has reviewed says so."""
-    out = []
-    for timepoint, text in sorted(outlines.items()):
-        line = f"Tumour outline ({timepoint} T2W): {text}"
-        if text.startswith("automatic") and "not reviewed" in text:
-            line += ". The measurements and scores rest on an unverified automatic outline"
-        out.append(line)
-    return out
+    """The SR's note of where each timepoint's tumour outline came from (the work order's
+    words: drawn, or automatic and whether a radiologist reviewed it)."""
+    return [f"Tumour outline ({tp} T2W): {text}" for tp, text in sorted(outlines.items())]
 
 
 def result_objects(

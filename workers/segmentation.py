@@ -21,12 +21,9 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 from numpy.typing import NDArray
 
-from workers.base import PERMANENT_ERRORS, ModelMismatchError, failure
+from workers.base import NOT_RETRIED, ModelMismatchError, failure
 
 logger = logging.getLogger(__name__)
-
-# faults a retry cannot mend, including a payload that is not one
-_NOT_RETRIED: tuple[type[BaseException], ...] = (*PERMANENT_ERRORS, ValueError, KeyError)
 
 
 def segmentation_key(image_series_uid: str, model_version: str) -> str:
@@ -117,7 +114,7 @@ def run_segment(payload_json: dict[str, Any], bundle_dir: Path | None) -> dict[s
         known = GateLimits.__dataclass_fields__
         limits = replace(limits, **{k: v for k, v in payload.gate.items() if k in known})
         found = segment(model, decode_volume(payload.volume_b64), config, limits)
-    except _NOT_RETRIED as exc:
+    except NOT_RETRIED as exc:
         logger.error("series %s not segmented: %s", payload_json.get("image_series_uid"), exc)
         return failure("segment", exc)
     return {

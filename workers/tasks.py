@@ -17,15 +17,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from dicom_io.sr import Algorithm
 from workers.analysis import analyse, bundle_at
 from workers.app import ANALYSE, REPORT, SEGMENT, app
-from workers.base import PERMANENT_ERRORS, TransientError, failure
+from workers.base import NOT_RETRIED, TransientError, failure
 from workers.payload import CasePayload
 from workers.results import encode_objects, result_objects
 from workers.segmentation import run_segment
 
 logger = logging.getLogger(__name__)
-
-# faults a retry cannot mend, including a payload that is not one
-_NOT_RETRIED: tuple[type[BaseException], ...] = (*PERMANENT_ERRORS, ValueError, KeyError)
 
 
 def run_analyse(payload_json: dict[str, Any], bundle_dir: Path | None) -> dict[str, Any]:
@@ -35,7 +32,7 @@ def run_analyse(payload_json: dict[str, Any], bundle_dir: Path | None) -> dict[s
         if bundle_dir is None:
             raise ValueError("this worker has no models.bundle_dir configured")
         return analyse(payload, bundle_at(bundle_dir))
-    except _NOT_RETRIED as exc:
+    except NOT_RETRIED as exc:
         logger.error("case %s cannot be scored: %s", payload_json.get("case_id"), exc)
         return failure("analyse", exc)
 
@@ -48,7 +45,7 @@ def run_report(analysis: dict[str, Any], payload_json: dict[str, Any]) -> dict[s
         payload = CasePayload.from_json(payload_json)
         algorithm = Algorithm(**payload.algorithm)
         objects = result_objects(payload, analysis, algorithm)
-    except _NOT_RETRIED as exc:
+    except NOT_RETRIED as exc:
         logger.error("case %s: result objects not written: %s", payload_json.get("case_id"), exc)
         return failure("report", exc)
     return {"scores": analysis["scores"], "objects": encode_objects(objects)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -74,34 +75,38 @@ class EmbeddedExecutor:
         self._started: set[str] = set()
         self._lock = threading.Lock()
 
-    def _run(self, handle: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _score(self, payload: dict[str, Any]) -> dict[str, Any]:
         # imported here: torch and the networks load with the first case, not at start-up
         from workers.tasks import run_analyse, run_report  # noqa: PLC0415
 
-        with self._lock:
-            self._started.add(handle)
         return run_report(run_analyse(payload, self.bundle_dir), payload)
 
-    def _run_segment(self, handle: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from workers.segmentation import run_segment  # noqa: PLC0415  (torch: see _run)
+    def _segment(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from workers.segmentation import run_segment  # noqa: PLC0415  (torch: see _score)
+
+        return run_segment(payload, self.bundle_dir)
+
+    def _queue(
+        self, kind: str, work: Callable[[dict[str, Any]], dict[str, Any]], payload: dict[str, Any]
+    ) -> str:
+        handle = f"{kind}:{payload['key']}:{time.monotonic_ns()}"
+
+        def run() -> dict[str, Any]:
+            with self._lock:
+                self._started.add(handle)
+            return work(payload)
 
         with self._lock:
-            self._started.add(handle)
-        return run_segment(payload, self.bundle_dir)
+            self._futures[handle] = self._pool.submit(run)
+        return handle
 
     def submit(self, payload: dict[str, Any]) -> str:
         """Queue the work on the threads."""
-        handle = f"embedded:{payload['key']}:{time.monotonic_ns()}"
-        with self._lock:
-            self._futures[handle] = self._pool.submit(self._run, handle, payload)
-        return handle
+        return self._queue("embedded", self._score, payload)
 
     def submit_segment(self, payload: dict[str, Any]) -> str:
         """Queue the segment task on the threads."""
-        handle = f"embedded-segment:{payload['key']}:{time.monotonic_ns()}"
-        with self._lock:
-            self._futures[handle] = self._pool.submit(self._run_segment, handle, payload)
-        return handle
+        return self._queue("embedded-segment", self._segment, payload)
 
     def poll(self, handle: str) -> Poll:
         """State of the work (``lost`` when this process did not start it)."""

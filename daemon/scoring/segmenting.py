@@ -101,7 +101,7 @@ class AutoSegmenter:
             "automatic tumour mask of series %s failed: %s", row.image_series_uid[-12:], reason
         )
 
-    def _headers(self, row: AutoMaskRow) -> list[pydicom.Dataset]:
+    def _images(self, row: AutoMaskRow) -> list[pydicom.Dataset]:
         paths = self.index.instance_paths(row.image_series_uid)
         if not paths:
             raise InvalidInputError("the T2W series has no stored images")
@@ -109,7 +109,7 @@ class AutoSegmenter:
 
     def _submit(self, row: AutoMaskRow) -> None:
         try:
-            datasets = self._headers(row)
+            datasets = self._images(row)
             if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
                 raise InvalidInputError(
                     "automatic segmentation of a multi-frame (enhanced) MR series is not "

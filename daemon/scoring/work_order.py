@@ -101,7 +101,10 @@ class WorkOrders:
                 when = dt.datetime.fromtimestamp(auto.reviewed_at or 0).strftime("%Y-%m-%d")
                 review = f"reviewed and accepted by {auto.reviewed_by} on {when}"
             else:
-                review = "not reviewed by a radiologist"
+                review = (
+                    "not reviewed by a radiologist. The measurements and scores rest on an "
+                    "unverified automatic outline"
+                )
             return f"automatic outline by {auto.model}, {review}"
         row = self.index.first_instance(mask_series_uid)
         if row is None:

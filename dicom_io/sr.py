@@ -5,7 +5,14 @@ Content: the observer is a device (the algorithm: name, manufacturer, model bund
 each analysis is a TID 1501 measurement group tracking the tumour (one tracking UID per case),
 with its time point, finding type and site, the algorithm identification, the source images,
 numeric measurements with UCUM units, coded qualitative evaluations and a COMPOSITE reference
-to the tumour mask (RTSTRUCT or SEG) the inputs were built from. Concepts without a standard
+to the tumour mask (RTSTRUCT or SEG) the inputs were built from. When every group's mask is a
+segment of a DICOM SEG (automatic outlines always are), the groups are TID 1411 volumetric ROI
+groups instead, referencing that segment and the series it segments: the template's own place
+for measurements of a segmented region, which viewers follow to the outline. It is all or none
+because PixelMed's validator checks every group of a report against TID 1411 once one is there
+(a TID 1501 group beside it fails "missing Image Region / Referenced Segment / Volume
+Surface"); a TID 1411 group has no place for the source images, so the segment's source series
+names them. Concepts without a standard
 code use the private coding scheme ``99LARC``, declared in the Coding Scheme Identification
 Sequence. A text item says the report is for research use. A new version of a case's report
 references the one it supersedes (Predecessor Documents Sequence).
@@ -68,6 +75,7 @@ PRIVATE_MEANINGS: dict[str, str] = {
 # T2W + DWI + CE-T1 of the rectum is a multiparametric MRI
 PROCEDURE_REPORTED = hd.sr.CodedConcept("126020", "DCM", "Multiparametric MRI")
 PROCESSING_ALGORITHM = hd.sr.CodedConcept("109103", "DCM", "Processing Algorithm")
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 MEASUREMENT_METHOD = "370129005"  # SCT "Measurement Method"
 
 UNITS = {
@@ -112,6 +120,17 @@ class Reference:
     sop_instance_uid: str
     series_instance_uid: str = ""
     study_instance_uid: str = ""
+    segment_number: int = 0  # a SEG's segment meant (0: the object as a whole)
+    source_series_uid: str = ""  # the series a SEG segments
+
+    @property
+    def segment(self) -> bool:
+        """Whether this names one segment of a DICOM SEG and the series it segments."""
+        return bool(
+            self.sop_class_uid == SEGMENTATION_STORAGE
+            and self.segment_number
+            and self.source_series_uid
+        )
 
 
 @dataclass
@@ -156,9 +175,15 @@ def contributing_algorithm(algorithm: Algorithm, when: dt.datetime) -> hd.Contri
     return item
 
 
+Group = (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+)
+
+
 def _group(
-    group: AnalysisGroup, algorithm: Algorithm, tracking_uid: str
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    group: AnalysisGroup, algorithm: Algorithm, tracking_uid: str, volumetric: bool
+) -> Group:
     algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version)
     measurements = [
         hd.sr.Measurement(
@@ -173,31 +198,47 @@ def _group(
         hd.sr.QualitativeEvaluation(name=concept(key), value=concept(value))
         for key, value in group.evaluations
     ]
-    sources = [
-        hd.sr.SourceImageForMeasurementGroup(r.sop_class_uid, r.sop_instance_uid)
-        for r in group.source_images
-    ]
-    built = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="rectal tumour"),
-        time_point_context=hd.sr.TimePointContext(time_point=group.time_point),
-        finding_type=codes.SCT.Tumor,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Rectum)],
-        method=concept(group.title),
-        algorithm_id=algorithm_id,
-        measurements=measurements or None,
-        qualitative_evaluations=evaluations or None,
-        source_images=sources or None,
-    )
+    common: dict[str, Any] = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier="rectal tumour"
+        ),
+        "time_point_context": hd.sr.TimePointContext(time_point=group.time_point),
+        "finding_type": codes.SCT.Tumor,
+        "finding_sites": [hd.sr.FindingSite(anatomic_location=codes.SCT.Rectum)],
+        "method": concept(group.title),
+        "algorithm_id": algorithm_id,
+        "measurements": measurements or None,
+        "qualitative_evaluations": evaluations or None,
+    }
+    mask = group.mask
+    built: Group
+    if volumetric and mask is not None and mask.segment:
+        built = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=mask.sop_class_uid,
+                sop_instance_uid=mask.sop_instance_uid,
+                segment_number=mask.segment_number,
+                source_series=hd.sr.SourceSeriesForSegmentation(mask.source_series_uid),
+            ),
+            **common,
+        )
+        mask = None  # the segment reference is the mask's
+    else:
+        sources = [
+            hd.sr.SourceImageForMeasurementGroup(r.sop_class_uid, r.sop_instance_uid)
+            for r in group.source_images
+        ]
+        built = hd.sr.MeasurementsAndQualitativeEvaluations(source_images=sources or None, **common)
     container = built[0]
-    for item in container.ContentSequence:  # TID 1501 row 5: HAS CONCEPT MOD (highdicom 0.28
+    for item in container.ContentSequence:  # TID 1501/1411: HAS CONCEPT MOD (highdicom 0.28
         if item.ConceptNameCodeSequence[0].value == MEASUREMENT_METHOD:  # writes CONTAINS)
             item.RelationshipType = hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD.value
-    if group.mask is not None:
+    if mask is not None:
         container.ContentSequence.append(
             hd.sr.CompositeContentItem(
                 name=concept("tumour-mask"),
-                referenced_sop_class_uid=group.mask.sop_class_uid,
-                referenced_sop_instance_uid=group.mask.sop_instance_uid,
+                referenced_sop_class_uid=mask.sop_class_uid,
+                referenced_sop_instance_uid=mask.sop_instance_uid,
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
         )
@@ -243,10 +284,11 @@ def measurement_report(
         )
     )
     tracking_uid = derive_uid(key, "tracking")
+    volumetric = all(g.mask is not None and g.mask.segment for g in groups)
     report = hd.sr.MeasurementReport(
         observation_context=observation,
         procedure_reported=PROCEDURE_REPORTED,
-        imaging_measurements=[_group(g, algorithm, tracking_uid) for g in groups],
+        imaging_measurements=[_group(g, algorithm, tracking_uid, volumetric) for g in groups],
     )
     # TID 1500 row 12: the report's qualitative evaluations, free text in its row 14
     evaluations = hd.sr.ContainerContentItem(
@@ -323,6 +365,8 @@ class ReadGroup:
     time_point: str
     measurements: list[tuple[str, str, float, str]]  # code, meaning, value, unit
     evaluations: list[tuple[str, str, str]]  # code, meaning, value meaning
+    # a TID 1411 group's referenced segment: SEG SOP Instance UID and segment number
+    segment: tuple[str, int] | None = None
 
 
 @dataclass
@@ -339,12 +383,21 @@ def read_report(ds: Dataset) -> ReadReport:
     :func:`measurement_report` (or any TID 1500 report)."""
     content: Any = hd.sr.Comprehensive3DSR.from_dataset(ds).content  # a MeasurementReport
     groups = []
-    for group in content.get_image_measurement_groups():
+    found = [*content.get_image_measurement_groups(),
+             *content.get_volumetric_roi_measurement_groups()]  # fmt: skip
+    for group in found:
         method = group.method.meaning if group.method is not None else ""
+        segment = None
         time_point = ""
         for item in group[0].ContentSequence:
-            if item.ConceptNameCodeSequence[0].CodeMeaning == "Time Point":
+            name = item.ConceptNameCodeSequence[0]
+            if name.CodeMeaning == "Time Point":
                 time_point = str(item.TextValue)
+            # read here, not with highdicom's referenced_segment: its parser reads every
+            # item's CodeValue and fails on our Long Code Values (highdicom 0.28)
+            if item.ValueType == "IMAGE" and name.get("CodeValue") == "121191":
+                sop = item.ReferencedSOPSequence[0]
+                segment = (str(sop.ReferencedSOPInstanceUID), int(sop.ReferencedSegmentNumber))
         groups.append(
             ReadGroup(
                 method,
@@ -357,6 +410,7 @@ def read_report(ds: Dataset) -> ReadReport:
                     (e.name.value, e.name.meaning, e.value.meaning)
                     for e in group.get_qualitative_evaluations()
                 ],
+                segment,
             )
         )
     items = list(ds.ContentSequence)

@@ -72,8 +72,8 @@ class CasePayload:
     inputs_b64: str  # CaseInputs.to_bytes(), base64
     target_study: dict[str, Any]  # header of an instance of the study the results go into
     evidence: list[dict[str, Any]] = field(default_factory=list)  # headers of referenced images
-    masks: dict[str, dict[str, str]] = field(default_factory=dict)  # timepoint -> Reference
-    predecessor: dict[str, str] | None = None  # the SR this version supersedes (Reference)
+    masks: dict[str, dict[str, Any]] = field(default_factory=dict)  # timepoint -> Reference
+    predecessor: dict[str, Any] | None = None  # the SR this version supersedes (Reference)
     clinical: dict[str, Any] = field(default_factory=dict)
     # inputs outside the training envelope, scored anyway (scoring.out_of_range: warn)
     warnings: list[str] = field(default_factory=list)

@@ -27,6 +27,7 @@ from dicom_io.masks import select_roi
 from dicom_io.pairing import Timepoint
 from dicom_io.roles import SeriesRole
 from dicom_io.selection import SelectedStudy, SeriesFiles
+from dicom_io.sr import SEGMENTATION_STORAGE
 from pipeline.case import prepare_case
 from pipeline.errors import PipelineInputError
 from workers.payload import CasePayload, header, idempotency_key
@@ -137,7 +138,7 @@ class WorkOrders:
             found = self._header(item.sop_instance_uid) if item.sop_instance_uid else None
             if found is not None:
                 evidence.append(found)
-        masks: dict[str, dict[str, str]] = {}
+        masks: dict[str, dict[str, Any]] = {}
         outlines: dict[str, str] = {}
         for timepoint, series in recorded.items():
             t2w = series.images.get(SeriesRole.T2W_AX)
@@ -146,6 +147,9 @@ class WorkOrders:
             if found is not None and mask is not None:
                 evidence.append(found)
                 masks[timepoint] = _reference(pydicom.Dataset.from_json(found))
+                if masks[timepoint]["sop_class_uid"] == SEGMENTATION_STORAGE and t2w:
+                    # the segment read (dicom_io.masks.seg_mask's default) and what it segments
+                    masks[timepoint] |= {"segment_number": 1, "source_series_uid": t2w}
                 outlines[timepoint] = self.provenance(mask)
         target_study = (
             case.restaging_study_uid if kind.target == "restaging" else case.baseline_study_uid

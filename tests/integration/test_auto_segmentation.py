@@ -34,7 +34,7 @@ from dicom_io.sr import read_report
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import TrainedBundle, larc_status, start_daemon, storescu
 from tests.integration.scoring_checks import SR_CLASS
-from tests.unit.dicom_io.test_result_objects import dciodvfy_errors
+from tests.unit.dicom_io.test_result_objects import dciodvfy_errors, sr_template_errors
 
 pytestmark = pytest.mark.slow
 
@@ -137,8 +137,18 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
             automatic = sitk.GetArrayFromImage(seg_mask(seg, t2w)) > 0
             assert automatic.any()
             assert np.logical_and(automatic, _true_tumour(patient, t2w)).any()
+        seg_uids = {s.SOPInstanceUID for s in segs}
         for sr in srs:
-            comments = read_report(sr).comments
+            assert dciodvfy_errors(sr, tmp_path) == []
+            assert sr_template_errors(sr, tmp_path) == []
+            report = read_report(sr)
+            # every measurement group is a TID 1411 group on segment 1 of one of the SEGs sent
+            assert report.groups
+            for group in report.groups:
+                assert group.segment is not None, group
+                assert group.segment[0] in seg_uids
+                assert group.segment[1] == 1
+            comments = report.comments
             assert any(
                 c.startswith("Tumour outline (") and "automatic outline by larc-rectal" in c
                 and "not reviewed" in c and "unverified" in c

@@ -238,6 +238,68 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
     assert "Radiologist-read inputs used: pre_emvi = 1" in shown
 
 
+def test_measurements_on_a_segmented_tumour_reference_its_segment(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    """With DICOM SEG masks, every group is a TID 1411 volumetric group that references the
+    segment and the series it segments (no private COMPOSITE stand-in), and both validators pass
+    it; with an RTSTRUCT in the mix the report keeps TID 1501 groups."""
+    restaging = cohort.patients[0].studies["restaging"]
+    seg = pydicom.dcmread(restaging.series["seg"].files[0], stop_before_pixels=True)
+    image = pydicom.dcmread(restaging.series["dwi"].files[0], stop_before_pixels=True)
+    segmented = str(image.SeriesInstanceUID)
+    mask = Reference(str(seg.SOPClassUID), str(seg.SOPInstanceUID), str(seg.SeriesInstanceUID),
+                     str(seg.StudyInstanceUID), segment_number=1,
+                     source_series_uid=segmented)  # fmt: skip
+    assert mask.segment
+    groups = [
+        AnalysisGroup(
+            "response-prediction",
+            "restaging",
+            measurements=[("p-good-response-fdl", 0.75, "1")],
+            evaluations=[("predicted-response", "good-response")],
+            source_images=[_ref(image)],
+            mask=mask,
+        ),
+        AnalysisGroup(
+            "tumour-measurements",
+            "restaging",
+            measurements=[("long-axis", 22.0, "mm"), ("volume", 6.5, "ml")],
+            source_images=[_ref(image)],
+            mask=mask,
+        ),
+    ]
+    sr = measurement_report([image, seg], groups, ALGORITHM, "key-seg", WHEN)
+    assert dciodvfy_errors(sr, tmp_path) == []
+    errors, warnings = sr_template_findings(sr, tmp_path)
+    assert errors == []
+    assert not [w for w in warnings if "COMPOSITE" in w], warnings
+    read = hd.sr.srread(io.BytesIO(_bytes(sr)))
+    volumetric = read.content.get_volumetric_roi_measurement_groups()
+    assert len(volumetric) == 2
+    assert read.content.get_image_measurement_groups() == []
+    segment = volumetric[1].referenced_segment
+    assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert segment.referenced_segment_numbers == [1]
+    assert segment.source_series_for_segmentation.value == segmented
+    assert volumetric[1].get_measurements(name=concept("volume"))[0].value == pytest.approx(6.5)
+    assert volumetric[0].tracking_uid == volumetric[1].tracking_uid
+    shown = read_report(sr)
+    assert [g.segment for g in shown.groups] == [(str(seg.SOPInstanceUID), 1)] * 2
+    assert shown.groups[0].evaluations[0][2] == "Good response"
+    assert shown.groups[1].measurements[1][2] == pytest.approx(6.5)
+    # an RTSTRUCT (or a SEG without its segment) in one group: TID 1501 groups throughout
+    groups[0].mask = _ref(pydicom.dcmread(restaging.series["rtstruct"].files[0],
+                                          stop_before_pixels=True))  # fmt: skip
+    mixed = hd.sr.srread(io.BytesIO(_bytes(
+        measurement_report([image, seg, pydicom.dcmread(restaging.series["rtstruct"].files[0],
+                                                        stop_before_pixels=True)],
+                           groups, ALGORITHM, "key-seg", WHEN)
+    )))  # fmt: skip
+    assert mixed.content.get_volumetric_roi_measurement_groups() == []
+    assert len(mixed.content.get_image_measurement_groups()) == 2
+
+
 def test_every_output_names_the_algorithm_as_contributing_equipment(
     cohort: CohortResult,
 ) -> None:

@@ -262,8 +262,11 @@ class Assembler:
         version = 1 if old is None else old.version
         new_version = old is None
         decided = decision.state in (CaseState.READY, CaseState.DECLINED)
-        if decided and old is not None and old.state != waiting:
-            version += 1  # new inputs for a case that was already ready or further
+        if old is not None and old.state != waiting and (decided or old.state != CaseState.HELD):
+            # new inputs for a case that was already ready or further: a new version, also
+            # when it must wait again (a rejected outline), so that its old results keep
+            # their version and the next ones get another
+            version += 1
             new_version = True
         changed = old is None or old.state != decision.state or new_version
         self.index.upsert_case(

@@ -25,6 +25,7 @@ from daemon.settings import Settings
 from daemon.web import models
 from daemon.web.auth import COOKIE, PUBLIC_PATHS, Authenticator, User
 from daemon.web.monitor import Health, IndexCollector
+from daemon.web.outlines import OutlineError, case_outlines, outline_png
 from daemon.web.queries import (
     KINDS,
     RISK_GROUPS,
@@ -276,12 +277,17 @@ def create_app(context: WebContext) -> FastAPI:
         return _detail(case_id)
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
-    def case_page(request: Request, case_id: str, saved: int = 0, chosen: int = 0) -> Response:
-        return _case_page(request, case_id, saved=bool(saved), chosen=bool(chosen))
+    def case_page(
+        request: Request, case_id: str, saved: int = 0, chosen: int = 0, reviewed: int = 0
+    ) -> Response:
+        return _case_page(
+            request, case_id, saved=bool(saved), chosen=bool(chosen), reviewed=bool(reviewed)
+        )
 
     def _case_page(request: Request, case_id: str, status: int = 200, **values: Any) -> Response:
-        """The case page; ``values``: saved/chosen notices, a form's error and entries."""
-        shown = {"saved": False, "chosen": False, "error": None, **values}
+        """The case page; ``values``: saved/chosen/reviewed notices, a form's error and
+        entries."""
+        shown = {"saved": False, "chosen": False, "reviewed": False, "error": None, **values}
         return render(
             request, "case.html", {"case": _detail(case_id), "fields": _fields(), **shown},
             status=status,
@@ -302,6 +308,87 @@ def create_app(context: WebContext) -> FastAPI:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png")
+
+    # -- automatic outlines --------------------------------------------------------------------
+
+    def _outline(case_id: str, series_uid: str) -> dict[str, Any]:
+        case = context.index.case(case_id)
+        if case is None:
+            raise HTTPException(status_code=404, detail=f"no case {case_id}")
+        for found in case_outlines(context.index, case.inputs, case.kind):
+            if found["image_series_uid"] == series_uid:
+                return found
+        raise HTTPException(
+            status_code=404, detail=f"case {case_id} has no automatic outline on {series_uid}"
+        )
+
+    @app.get(
+        "/api/cases/{case_id}/outlines/{series_uid}.png",
+        tags=["cases"],
+        responses={200: {"content": {"image/png": {}}}},
+        response_class=Response,
+    )
+    def api_outline(
+        case_id: str,
+        series_uid: str,
+        sequence: Annotated[str, Query(description="t2w, or dwi (carried to its b-high)")] = "t2w",
+    ) -> Response:
+        """An automatic tumour outline drawn over the slice it covers most, as PNG."""
+        found = _outline(case_id, series_uid)
+        try:
+            png = outline_png(context.index, found, sequence)
+        except OutlineError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        return Response(png, media_type="image/png")
+
+    def review(
+        case_id: str, series_uid: str, body: models.OutlineReviewIn, user: User
+    ) -> dict[str, Any]:
+        _outline(case_id, series_uid)
+        try:
+            context.index.review_auto_mask(
+                series_uid, body.decision, user.name, user.via, body.note.strip()
+            )
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        logger.info(
+            "case %s: automatic outline on series %s %s by %s", case_id, series_uid,
+            body.decision, user.name,
+        )  # fmt: skip
+        return {
+            "case_id": case_id, "image_series_uid": series_uid, "decision": body.decision,
+            "recorded": True,
+        }  # fmt: skip
+
+    @app.put(
+        "/api/cases/{case_id}/outlines/{series_uid}",
+        response_model=models.OutlineReviewResult,
+        tags=["cases"],
+    )
+    def api_review(
+        request: Request,
+        case_id: str,
+        series_uid: str,
+        body: Annotated[models.OutlineReviewIn, Body()],
+    ) -> dict[str, Any]:
+        """Accept or reject an automatic tumour outline (audited). larc serve decides the
+        patient's cases again within seconds: accepted, the new SR records who reviewed it;
+        rejected, the case waits for a drawn RTSTRUCT or SEG."""
+        return review(case_id, series_uid, body, _user(request))
+
+    @app.post("/cases/{case_id}/outlines/{series_uid}", include_in_schema=False)
+    async def form_review(request: Request, case_id: str, series_uid: str) -> Response:
+        form = await request.form()
+        body = models.OutlineReviewIn(
+            decision=str(form.get("decision", "")), note=str(form.get("note", ""))
+        )
+        try:
+            review(case_id, series_uid, body, _user(request))
+        except HTTPException as exc:
+            if exc.status_code != 422:
+                raise
+            return _case_page(request, case_id, 422, error=exc.detail)
+        return RedirectResponse(f"/cases/{quote(case_id)}?reviewed=1", status_code=303)
 
     # -- readings ------------------------------------------------------------------------------
 

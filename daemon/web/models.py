@@ -32,6 +32,11 @@ class CaseRow(BaseModel):
     baseline_date: str
     restaging_date: str
     timepoints: list[str] = Field(description="timepoints found among the patient's studies")
+    automatic_outlines: list[str] = Field(
+        default=[],
+        description="per automatic tumour outline the case uses or waits on: unreviewed, "
+        "accepted, rejected, failed (its quality check) or pending (being made)",
+    )
     scores: Scores
     scored_version: int | None = Field(description="case version the scores belong to")
     model: str | None
@@ -179,6 +184,55 @@ class PairingChoiceOut(BaseModel):
     at: str | None
 
 
+class OutlineReviewOut(BaseModel):
+    """One review of an automatic outline (the audit)."""
+
+    decision: str = Field(description="accepted or rejected")
+    who: str
+    via: str
+    note: str
+    at: str | None
+
+
+class OutlineOut(BaseModel):
+    """An automatic tumour outline of the case (PNG drawn on the T2W at
+    /api/cases/{case_id}/outlines/{image_series_uid}.png, ?sequence=dwi for the DWI)."""
+
+    timepoint: str
+    image_series_uid: str = Field(description="the T2W it outlines")
+    dwi_series_uid: str | None = Field(description="the DWI it is carried to")
+    seg_series_uid: str | None = Field(description="the automatic DICOM SEG (when it passed)")
+    model: str
+    state: str = Field(description="requested, queued, passed (stored as a SEG) or failed")
+    reason: str = Field(description="the quality check's finding")
+    volume_ml: float | None
+    mean_probability: float | None
+    review: str | None = Field(description="accepted, rejected, or None: not reviewed")
+    reviewed_by: str | None
+    reviewed_at: str | None
+    review_note: str
+    drawable: bool = Field(description="whether there is an outline to draw")
+    reviews: list[OutlineReviewOut] = Field(description="newest first")
+
+
+class OutlineReviewIn(BaseModel):
+    """A radiologist's review of an automatic outline."""
+
+    decision: str = Field(description="accepted (the next SR records it as reviewed) or "
+                          "rejected (the case waits for a drawn mask)")  # fmt: skip
+    note: str = ""
+
+
+class OutlineReviewResult(BaseModel):
+    """What reviewing did: recorded; larc serve decides the patient's cases again within
+    seconds (a new version)."""
+
+    case_id: str
+    image_series_uid: str
+    decision: str
+    recorded: bool
+
+
 class CaseDetail(BaseModel):
     """Everything larc knows of a case."""
 
@@ -190,6 +244,7 @@ class CaseDetail(BaseModel):
     state: str
     reason: str
     updated_at: str | None
+    outlines: list[OutlineOut] = Field(default=[], description="automatic tumour outlines")
     studies: list[StudyOut]
     results: list[ResultOut] = Field(description="newest first")
     history: list[HistoryEntry] = Field(description="newest first")

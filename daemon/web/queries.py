@@ -14,6 +14,7 @@ import pydicom
 
 from daemon.cases import CaseKind, CaseState, recorded_series
 from daemon.index import Index
+from daemon.web.outlines import case_outlines, outline_marks
 from dicom_io.sr import read_report
 
 STATES = tuple(CaseState)
@@ -36,7 +37,7 @@ SORTS = {
 
 _SELECT = """
 SELECT c.case_id, c.patient_id, p.patient_name, c.kind, c.version, c.state, c.reason,
-       c.updated_at, b.study_date AS baseline_date, r.study_date AS restaging_date,
+       c.updated_at, c.inputs, b.study_date AS baseline_date, r.study_date AS restaging_date,
        COALESCE(r.study_date, b.study_date) AS study_date,
        MIN(COALESCE(b.first_received, r.first_received),
            COALESCE(r.first_received, b.first_received)) AS received_at,
@@ -162,10 +163,11 @@ def _case_fields(row: Any) -> dict[str, Any]:
     }
 
 
-def _row(row: Any, timepoints: dict[str, list[str]]) -> dict[str, Any]:
+def _row(row: Any, timepoints: dict[str, list[str]], outlines: list[str]) -> dict[str, Any]:
     scores = json.loads(row["scores"]) if row["scores"] else None
     return {
         **_case_fields(row),
+        "automatic_outlines": outlines,
         "baseline_date": study_date(row["baseline_date"]),
         "restaging_date": study_date(row["restaging_date"]),
         "timepoints": timepoints.get(row["patient_id"], []),
@@ -202,6 +204,7 @@ def worklist(index: Index, query: WorklistQuery) -> dict[str, Any]:
             tuple(patients),
         ):
             timepoints.setdefault(found["patient_id"], []).append(found["timepoint"])
+    outlines = outline_marks(index, rows)
     counts = {
         r["state"]: r["n"]
         for r in index.query("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")
@@ -212,7 +215,7 @@ def worklist(index: Index, query: WorklistQuery) -> dict[str, Any]:
         "page_size": query.page_size,
         "pages": max(1, -(-total // query.page_size)),
         "counts": counts,
-        "items": [_row(r, timepoints) for r in rows],
+        "items": [_row(r, timepoints, outlines.get(r["case_id"], [])) for r in rows],
     }
 
 
@@ -365,8 +368,14 @@ def case_detail(
          "who": c.who, "via": c.via, "note": c.note, "at": timestamp(c.at)}
         for c in index.timepoint_choices(case["patient_id"])
     ]  # fmt: skip
+    outlines = [
+        {**o, "reviewed_at": timestamp(o["reviewed_at"]),
+         "reviews": [{**r, "at": timestamp(r["at"])} for r in o["reviews"]]}
+        for o in case_outlines(index, json.loads(case["inputs"] or "{}"), case["kind"])
+    ]  # fmt: skip
     return {
         **_case_fields(case),
+        "outlines": outlines,
         "studies": studies,
         "pairing_choices": choices,
         "results": results,

@@ -13,6 +13,7 @@ training envelope through with a warning (its outlines are far too large).
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
@@ -21,18 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import httpx
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 import yaml
+from PIL import Image
 
 from daemon.harness import read_index
 from daemon.harness.peers import stop_process
+from daemon.web.outlines import OUTLINE_RGB
 from dicom_io.masks import rtstruct_mask, seg_mask
 from dicom_io.sr import read_report
 from dicom_io.synthetic.cohort import CohortResult
-from tests.conftest import TrainedBundle, larc_status, start_daemon, storescu
+from tests.conftest import TrainedBundle, free_port, larc_status, start_daemon, storescu
 from tests.integration.scoring_checks import SR_CLASS
 from tests.unit.dicom_io.test_result_objects import dciodvfy_errors, sr_template_errors
 
@@ -61,14 +65,112 @@ def _is_mask(name: str) -> bool:
     return name.endswith(("_rtstruct", "_seg"))
 
 
-def _start(tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any]) -> Any:
+TOKEN = "outline-review-token-0123456789"  # noqa: S105 (a test token)
+
+
+class Web:
+    """The daemon's web API, as a radiologist's client calls it (token and a name)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.headers = {"Authorization": f"Bearer {TOKEN}", "X-Larc-User": "dr.test"}
+
+    def get(self, path: str) -> httpx.Response:
+        answer = httpx.get(self.url + path, headers=self.headers, timeout=60)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:500])
+        return answer
+
+    def put(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.put(self.url + path, headers=self.headers, json=body, timeout=60)
+
+
+def _start(tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any]) -> tuple[Any, Web]:
     config = tmp_path / "larc.yaml"
     # scoring.out_of_range: warn - the seconds-trained segmenter outlines far too much, which
     # the training envelope rightly refuses (tumour volume); the SR then lists the warnings
-    sections = {"segmentation": {"gate": gate}, "scoring": {"out_of_range": "warn"}}
+    web_port = free_port()
+    sections = {
+        "segmentation": {"gate": gate},
+        "scoring": {"out_of_range": "warn"},
+        "web": {"token": TOKEN, "port": web_port},
+    }
     config.write_text(yaml.safe_dump(sections))
     extra = ("--bundle", str(bundle.folder), "--stable-age-s", "1")
-    return start_daemon(tmp_path / "data", config=config, extra=extra)
+    return start_daemon(tmp_path / "data", config=config, extra=extra), Web(web_port)
+
+
+def _yellow(png: bytes) -> int:
+    """How many pixels of a PNG are the outline's colour."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return int(np.all(rgb == OUTLINE_RGB, axis=-1).sum())
+
+
+def _srs(data_dir: Path) -> dict[str, pydicom.Dataset]:
+    return {o.SOPInstanceUID: o for o in _outbox(data_dir) if o.SOPClassUID == SR_CLASS}
+
+
+def _review_outlines_on_the_web(web: Web, data_dir: Path, daemon: Any) -> None:
+    """The worklist marks the automatic outlines unreviewed; the case page draws them on the
+    T2W and the DWI; a radiologist accepts the baseline's and rejects the restaging's: the
+    baseline case is scored again with the outline recorded as reviewed, the response case
+    waits for a drawn mask with the reason. Both reviews are in the audit."""
+    by_kind = {c["kind"]: c for c in web.get("/api/cases").json()["items"]}
+    assert by_kind["baseline"]["automatic_outlines"] == ["unreviewed"]
+    assert by_kind["response"]["automatic_outlines"] == ["unreviewed", "unreviewed"]
+    assert 'data-outline="unreviewed"' in web.get("/").text
+    response_id = by_kind["response"]["case_id"]
+    outlines = {o["timepoint"]: o for o in web.get(f"/api/cases/{response_id}").json()["outlines"]}
+    assert set(outlines) == {"baseline", "restaging"}
+    page = web.get(f"/cases/{response_id}").text
+    for o in outlines.values():
+        assert o["drawable"]
+        assert o["review"] is None
+        assert o["dwi_series_uid"]
+        path = f"/api/cases/{response_id}/outlines/{o['image_series_uid']}.png"
+        assert f'src="{path}"' in page
+        for query in ("", "?sequence=dwi"):
+            png = web.get(path + query)
+            assert png.headers["content-type"] == "image/png"
+            assert _yellow(png.content) > 0, query
+    baseline, restaging = outlines["baseline"], outlines["restaging"]
+    outline_path = f"/api/cases/{response_id}/outlines/"
+    wrong = web.put(outline_path + baseline["image_series_uid"], {"decision": "maybe"})
+    assert wrong.status_code == 422
+    assert "accepted' or 'rejected" in wrong.json()["detail"]
+    assert web.put(outline_path + "1.2.3.4", {"decision": "accepted"}).status_code == 404
+    before = {c["kind"]: c["version"] for c in _cases(data_dir)}
+    done = web.put(outline_path + baseline["image_series_uid"], {"decision": "accepted"})
+    assert done.status_code == 200, done.text
+    assert done.json()["recorded"] is True
+    rejected = web.put(
+        outline_path + restaging["image_series_uid"],
+        {"decision": "rejected", "note": "misses the tumour"},
+    )
+    assert rejected.status_code == 200, rejected.text
+
+    def settled() -> bool:
+        now = {c["kind"]: c for c in _cases(data_dir)}
+        baseline = now["baseline"]
+        return (
+            baseline["version"] > before["baseline"]
+            and baseline["state"] == "exported"
+            and now["response"]["state"] == "waiting"
+            and now["response"]["version"] > before["response"]  # its v1 results stand as v1
+        )
+
+    _wait("the baseline case scored again, the response case waiting for a drawn mask",
+          settled, daemon)  # fmt: skip
+    response = next(c for c in _cases(data_dir) if c["kind"] == "response")
+    assert (
+        "restaging: automatic tumour outline rejected by dr.test (misses the tumour)"
+        in (response["reason"])
+    )
+    marks = {c["kind"]: c["automatic_outlines"] for c in web.get("/api/cases").json()["items"]}
+    assert marks == {"baseline": ["accepted"], "response": ["accepted", "rejected"]}
+    shown = {o["timepoint"]: o for o in web.get(f"/api/cases/{response_id}").json()["outlines"]}
+    assert [r["decision"] for r in shown["restaging"]["reviews"]] == ["rejected"]
+    assert shown["restaging"]["reviews"][0]["who"] == "dr.test"
+    assert shown["baseline"]["reviewed_by"] == "dr.test"
 
 
 def _wait(what: str, ready: Callable[[], bool], daemon: Any, timeout_s: float = 300) -> None:
@@ -110,7 +212,7 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
     patient = cohort.out_dir / cohort.patients[0].patient_id
     images = _copy(patient, tmp_path / "images", lambda name: not _is_mask(name))
     drawn = _copy(patient, tmp_path / "drawn", lambda name: name.endswith("_rtstruct"))
-    daemon = _start(tmp_path, trained_bundle, PERMISSIVE)
+    daemon, web = _start(tmp_path, trained_bundle, PERMISSIVE)
     data_dir = daemon.data_dir
     try:
         assert storescu(daemon.port, images).returncode == 0
@@ -155,25 +257,43 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
                 for c in comments
             ), comments  # fmt: skip
 
+        _review_outlines_on_the_web(web, data_dir, daemon)
+        reviewed = _srs(data_dir)
+        assert len(reviewed) == 3  # the baseline case's new SR (the response case waits)
+        (accepted_sr,) = (
+            sr for uid, sr in reviewed.items() if uid not in {s.SOPInstanceUID for s in srs}
+        )
+        accepted = read_report(accepted_sr)
+        assert any("reviewed and accepted by dr.test" in c for c in accepted.comments), (
+            accepted.comments
+        )
+        assert set(accepted.predecessors) & {s.SOPInstanceUID for s in srs}
+
         assert storescu(daemon.port, drawn).returncode == 0  # the radiologist's masks, late
         _wait(
             "a new version of both cases on the drawn masks",
-            lambda: all(
-                c["version"] == first[c["kind"]]["version"] + 1 and c["state"] == "exported"
-                for c in _cases(data_dir)
+            lambda: (
+                len(_srs(data_dir)) == 5  # one more SR per case
+                and all(
+                    c["version"] > first[c["kind"]]["version"] and c["state"] == "exported"
+                    for c in _cases(data_dir)
+                )
             ),
             daemon,
         )
+        marks = [c["automatic_outlines"] for c in web.get("/api/cases").json()["items"]]
+        assert marks == [[], []]  # the drawn masks replace the automatic outlines
         status = larc_status(data_dir)
     finally:
         stop_process(daemon.proc)
     assert status.returncode == 0, status.stderr
-    new_srs = [o for o in _outbox(data_dir) if o.SOPClassUID == SR_CLASS]
-    assert len(new_srs) == 4
-    old = {s.SOPInstanceUID for s in srs}
-    for sr in (s for s in new_srs if s.SOPInstanceUID not in old):
+    new_srs = _srs(data_dir)
+    assert len(new_srs) == 5
+    for uid, sr in new_srs.items():
+        if uid in reviewed:
+            continue
         report = read_report(sr)
-        assert set(report.predecessors) & old  # supersedes the SR scored on the automatic mask
+        assert set(report.predecessors) & set(reviewed)  # supersedes an automatic-mask SR
         assert any("drawn RTSTRUCT" in c for c in report.comments), report.comments
         assert not any("automatic outline" in c for c in report.comments)
     masks = read_index(data_dir, "SELECT state, reason FROM auto_masks")
@@ -185,7 +305,7 @@ def test_a_mask_that_fails_its_gate_declines_the_case_and_sends_nothing(
 ) -> None:
     patient = cohort.out_dir / cohort.patients[1].patient_id
     images = _copy(patient, tmp_path / "images", lambda name: not _is_mask(name))
-    daemon = _start(tmp_path, trained_bundle, IMPOSSIBLE)
+    daemon, web = _start(tmp_path, trained_bundle, IMPOSSIBLE)
     data_dir = daemon.data_dir
     try:
         assert storescu(daemon.port, images).returncode == 0
@@ -194,6 +314,19 @@ def test_a_mask_that_fails_its_gate_declines_the_case_and_sends_nothing(
             lambda: [c["state"] for c in _cases(data_dir)] == ["declined", "declined"],
             daemon,
         )
+        marks = {c["kind"]: c["automatic_outlines"] for c in web.get("/api/cases").json()["items"]}
+        assert marks == {"baseline": ["failed"], "response": ["failed", "failed"]}
+        case_id = _cases(data_dir)[0]["case_id"]
+        (failed,) = web.get(f"/api/cases/{case_id}").json()["outlines"]
+        assert not failed["drawable"]
+        assert failed["reason"].startswith("tumour volume")
+        path = f"/api/cases/{case_id}/outlines/{failed['image_series_uid']}"
+        missing = httpx.get(web.url + path + ".png", headers=web.headers, timeout=60)
+        assert missing.status_code == 404
+        assert "nothing to draw" in missing.json()["detail"]
+        refused = web.put(path, {"decision": "accepted"})
+        assert refused.status_code == 422
+        assert "no outline to review" in refused.json()["detail"]
         status = larc_status(data_dir)
     finally:
         stop_process(daemon.proc)

@@ -258,7 +258,9 @@ def _study_inputs(
         if declines:
             inputs[f"{label}_mask_failed"] = reason
     for other in selection.all_masks:  # masks on other series are inputs too (carried to DWI)
-        if other != t2w_mask:
+        # an automatic outline not chosen was replaced by a drawn mask: neither an input nor
+        # sent again with the results
+        if other != t2w_mask and not other.automatic:
             inputs[f"{label}_extra_mask_{other.series_uid}"] = str(other.referenced_series_uid)
     return inputs, missing, declined
 

@@ -11,7 +11,7 @@ import typer
 
 from daemon.cases import FINISHED, CaseState
 from daemon.cli.common import demo_bundle, print_table, score_summary, write_synthetic_cohort
-from daemon.index import Index
+from daemon.index import AutoMaskState, Index
 from daemon.logs import configure_logging
 from daemon.settings import load_settings
 from pipeline.training.demo import DEMO_MATRIX, DEMO_SLICES
@@ -25,6 +25,13 @@ def demo(
         "larc-demo"
     ),
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 6,
+    without_masks: Annotated[
+        int,
+        typer.Option(
+            help="How many of them (the last) are sent without drawn tumour masks: larc "
+            "outlines their tumours itself (the bundle's segmenter)."
+        ),
+    ] = 2,
     bundle: Annotated[
         Path | None,
         typer.Option(help="Score with this model bundle instead of the demo bundle."),
@@ -35,8 +42,11 @@ def demo(
     Trains a small demo bundle on synthetic data on the first run (OUT/bundle, kept), generates
     a synthetic cohort, starts the daemon on a free loopback port with scoring in worker
     threads, sends the cohort in over DICOM, waits, and prints each patient's cases, scores
-    and where the SR and Grad-CAM Secondary Captures went (OUT/larc-data/outbox/). The demo
-    bundle is trained on synthetic data: its scores mean nothing clinically.
+    and where the SR and Grad-CAM Secondary Captures went (OUT/larc-data/outbox/). The last
+    --without-masks patients are sent with no RTSTRUCT or SEG, as routine studies arrive: their
+    tumours are outlined automatically (an AUTOMATIC DICOM SEG, sent with the results and
+    marked unreviewed), or their cases are declined when the outline fails its quality check.
+    The demo bundle is trained on synthetic data: its scores mean nothing clinically.
     """
     started = time.perf_counter()
     if not (ctx.obj or {}).get("log_level"):  # the tables are the output; logs only if asked
@@ -48,8 +58,36 @@ def demo(
     shutil.rmtree(out / "larc-data", ignore_errors=True)
     write_synthetic_cohort(cohort, patients, seed=0, matrix=DEMO_MATRIX, slices=DEMO_SLICES,
                            missing_fraction=0.15, seg_fraction=0.4, workers=0)  # fmt: skip
+    maskless = _drop_masks(cohort, without_masks)
+    if maskless:
+        typer.echo(
+            f"{', '.join(maskless)}: sent without drawn tumour masks (no RTSTRUCT, no SEG); "
+            "larc outlines their tumours itself"
+        )
     _demo_run(out, cohort, bundle)
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+
+
+def _drop_masks(cohort: Path, count: int) -> list[str]:
+    """Delete the drawn masks (RTSTRUCT and SEG series) of the cohort's last ``count``
+    patients; their patient IDs."""
+    chosen = sorted(p for p in cohort.iterdir() if p.is_dir())[-count:] if count > 0 else []
+    for patient in chosen:
+        for series in patient.glob("*/*"):
+            if series.is_dir() and series.name.endswith(("_rtstruct", "_seg")):
+                shutil.rmtree(series)
+    return [p.name for p in chosen]
+
+
+def _settled(index: Index) -> bool:
+    """Every case finished and no automatic outline still being made or not yet used."""
+    states = index.case_states()
+    if not states or not all(s in FINISHED for s in states):
+        return False
+    return all(
+        m.state in (AutoMaskState.PASSED, AutoMaskState.FAILED) and m.announced
+        for m in index.auto_masks()
+    )
 
 
 def _demo_run(out: Path, cohort: Path, bundle: Path) -> None:
@@ -81,13 +119,11 @@ def _demo_run(out: Path, cohort: Path, bundle: Path) -> None:
         )
         time.sleep(stable_age_s)
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+        calm = 0  # passes in a row with nothing left to do (an outline just used is re-decided)
+        while time.monotonic() < deadline and calm < 2:
             time.sleep(1.0)
-            if daemon.index.has_unstable_study():
-                continue
-            states = daemon.index.case_states()
-            if states and all(s in FINISHED for s in states):
-                break
+            quiet = not daemon.index.has_unstable_study() and _settled(daemon.index)
+            calm = calm + 1 if quiet else 0
         _print_results(daemon.index, out)
     finally:
         daemon.stop()
@@ -99,14 +135,20 @@ def _print_results(index: Index, out: Path) -> None:
     rows = []
     cases = sorted(index.cases(), key=lambda c: c.kind, reverse=True)  # response first
     cases.sort(key=lambda c: c.patient_id)
+    automatic = {m.seg_series_uid for m in index.auto_masks(AutoMaskState.PASSED)}
     for case in cases:
         result = index.result(case.work_key) if case.work_key else None
+        n_seg = sum(1 for key, uid in case.inputs.items() if key.endswith("_mask")
+                    and uid in automatic)  # fmt: skip
         if result is not None:
             scores = score_summary(case.kind, result.scores)
-            n_sc = len(result.files) - 1
-            went = f"SR + {n_sc} SC -> outbox" if case.state == CaseState.EXPORTED else case.state
+            n_sc = len(result.files) - 1 - n_seg
+            objects = f"SR + {n_sc} SC" + (f" + {n_seg} SEG" if n_seg else "")
+            went = f"{objects} -> outbox" if case.state == CaseState.EXPORTED else case.state
         else:
             scores, went = f"{case.state}: {case.reason}", "-"
+        if n_seg:
+            went += "; tumour outline automatic, not reviewed"
         rows.append(
             {"patient": case.patient_id, "case": case.kind, "scores": scores, "results": went}
         )

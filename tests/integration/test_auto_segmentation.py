@@ -296,6 +296,16 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
         assert set(report.predecessors) & set(reviewed)  # supersedes an automatic-mask SR
         assert any("drawn RTSTRUCT" in c for c in report.comments), report.comments
         assert not any("automatic outline" in c for c in report.comments)
+    for case in _cases(data_dir):  # the replaced automatic outlines are no inputs any more
+        assert not [k for k in json.loads(case["inputs"]) if "extra_mask" in k], case["inputs"]
+        (latest,) = read_index(
+            data_dir,
+            "SELECT files FROM results WHERE case_id = ? ORDER BY created_at DESC LIMIT 1",
+            (case["case_id"],),
+        )
+        sent = [pydicom.dcmread(data_dir / f, stop_before_pixels=True)
+                for f in latest["files"].split("\n") if f]  # fmt: skip
+        assert SEG_CLASS not in {o.SOPClassUID for o in sent}  # not sent again with them
     masks = read_index(data_dir, "SELECT state, reason FROM auto_masks")
     assert [m["state"] for m in masks] == ["passed", "passed"]
 

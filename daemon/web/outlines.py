@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage
 
-from daemon.cases import CaseKind, recorded_series
+from daemon.cases import CaseKind, RecordedSeries, recorded_series
 from daemon.index import Index
 from daemon.index.rows import AutoMaskRow, AutoMaskState
 from dicom_io.masks import resample_mask, seg_mask
@@ -44,18 +44,26 @@ def _belongs(row: AutoMaskRow, masks: Mapping[str, str]) -> bool:
     )
 
 
+def _case_masks(
+    index: Index, inputs: Mapping[str, str], kind: str
+) -> Iterator[tuple[str, RecordedSeries, AutoMaskRow]]:
+    """(timepoint, recorded series, automatic mask) per timepoint whose T2W has an automatic
+    mask the case is about, baseline first."""
+    for timepoint, recorded in recorded_series(inputs, CaseKind(kind)).items():
+        t2w = recorded.images.get(SeriesRole.T2W_AX)
+        row = index.auto_mask(t2w) if t2w else None
+        if row is not None and _belongs(row, recorded.masks):
+            yield str(timepoint), recorded, row
+
+
 def case_outlines(index: Index, inputs: Mapping[str, str], kind: str) -> list[dict[str, Any]]:
     """The case's automatic outlines, one per timepoint whose T2W has one, baseline first:
     the T2W and DWI series, state, reason, volume, review and its audit."""
     out = []
-    for timepoint, recorded in recorded_series(inputs, CaseKind(kind)).items():
-        t2w = recorded.images.get(SeriesRole.T2W_AX)
-        row = index.auto_mask(t2w) if t2w else None
-        if row is None or not _belongs(row, recorded.masks):
-            continue
+    for timepoint, recorded, row in _case_masks(index, inputs, kind):
         out.append(
             {
-                "timepoint": str(timepoint),
+                "timepoint": timepoint,
                 "image_series_uid": row.image_series_uid,
                 "dwi_series_uid": recorded.images.get(SeriesRole.DWI),
                 "seg_series_uid": row.seg_series_uid,
@@ -83,13 +91,13 @@ def outline_marks(index: Index, cases: Sequence[Any]) -> dict[str, list[str]]:
     chips): ``unreviewed``, ``accepted``, ``rejected``, ``failed`` or ``pending``."""
     marks: dict[str, list[str]] = {}
     for case in cases:
-        for found in case_outlines(index, json.loads(case["inputs"] or "{}"), case["kind"]):
-            if found["state"] == AutoMaskState.FAILED:
+        for _, _, row in _case_masks(index, json.loads(case["inputs"] or "{}"), case["kind"]):
+            if row.state == AutoMaskState.FAILED:
                 word = "failed"
-            elif found["state"] != AutoMaskState.PASSED:
+            elif row.state != AutoMaskState.PASSED:
                 word = "pending"
             else:
-                word = found["review"] or "unreviewed"
+                word = row.review or "unreviewed"
             marks.setdefault(case["case_id"], []).append(word)
     return marks
 

@@ -93,7 +93,7 @@ def outline_marks(index: Index, cases: Sequence[Any]) -> dict[str, list[str]]:
     for case in cases:
         for _, _, row in _case_masks(index, json.loads(case["inputs"] or "{}"), case["kind"]):
             if row.state == AutoMaskState.FAILED:
-                word = "failed"
+                word = AutoMaskState.FAILED.value  # the mask's state, not a case's
             elif row.state != AutoMaskState.PASSED:
                 word = "pending"
             else:

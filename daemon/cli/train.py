@@ -221,8 +221,8 @@ def models(
         typer.Option(
             min=0,
             help="Also train the automatic tumour segmenter into the bundle for this many "
-            "epochs at most (see larc train segmentation); 0: no segmenter. Not yet used "
-            "when scoring.",
+            "epochs at most (see larc train segmentation); 0: no segmenter. With one, "
+            "segmentation.mode auto_when_missing scores studies that have no drawn mask.",
         ),
     ] = 0,
     segmentation_steps: Annotated[

@@ -27,10 +27,12 @@ DEMO_COHORT = CohortSpec(
     seg_fraction=0.4, series=("t2w", "dwi", "adc", "ce_t1", "rtstruct"),
 )  # fmt: skip
 
-DEMO_VERSION = "0.2.0"  # 0.2: with a tumour segmenter (larc demo's patients without masks)
-# the demo's segmenter: about a minute on 2 CPU cores, held-out Dice about 0.3 on the demo
-# cohort (bench/segmentation.py measures a real training): the demo shows the path, not a good
-# outline, and its quality gate declines many of the outlines
+# 0.2: with a tumour segmenter (larc demo's patients without masks); 0.3: the segmenter is a
+# DynUNet (pipeline.segmentation)
+DEMO_VERSION = "0.3.0"
+# the demo's segmenter: about a minute on 2 CPU cores (bench/segmentation.py measures a real
+# training): its outlines are rougher than a full training's, and its quality gate declines
+# the ones it is unsure of
 DEMO_SEGMENTER = {
     "epochs": 15, "patience": 6, "steps_per_epoch": 20, "channels": (16, 32, 64, 128),
     "patch": 48, "learning_rate": 1e-3, "seed": 0,

@@ -1,8 +1,9 @@
 """Automatic tumour segmentation end to end (``larc serve``, embedded workers, the test
-bundle's segmenter): studies sent with no RTSTRUCT and no SEG at all are segmented, the mask
-is stored as an automatic DICOM SEG and scored on, the SEG goes out with the SR and the
-Grad-CAM captures, and the SR says the outline is automatic and unverified; a drawn RTSTRUCT
-sent afterwards makes a new version whose SR references the first. A mask that fails its
+bundle's segmenter, a real Orthanc as the PACS the results go to): studies sent with no
+RTSTRUCT and no SEG at all are segmented, the mask is stored as an automatic DICOM SEG and
+scored on, the SEG reaches Orthanc with the SR and the Grad-CAM captures, and the SR says
+the outline is automatic and unverified; a drawn RTSTRUCT sent afterwards makes a new version
+whose SR references the first. A mask that fails its
 quality gate declines the case with the reason, and nothing is sent.
 
 The test bundle's segmenter is trained for seconds (it checks plumbing, not quality:
@@ -31,13 +32,13 @@ import yaml
 from PIL import Image
 
 from daemon.harness import read_index
-from daemon.harness.peers import stop_process
+from daemon.harness.peers import Orthanc, stop_process
 from daemon.web.outlines import OUTLINE_RGB
 from dicom_io.masks import rtstruct_mask, seg_mask
 from dicom_io.sr import read_report
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import TrainedBundle, free_port, larc_status, start_daemon, storescu
-from tests.integration.scoring_checks import SR_CLASS
+from tests.integration.scoring_checks import SR_CLASS, orthanc_dataset, orthanc_instances
 from tests.unit.dicom_io.test_result_objects import dciodvfy_errors, sr_template_errors
 
 pytestmark = pytest.mark.slow
@@ -84,7 +85,9 @@ class Web:
         return httpx.put(self.url + path, headers=self.headers, json=body, timeout=60)
 
 
-def _start(tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any]) -> tuple[Any, Web]:
+def _start(
+    tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any], pacs: Orthanc | None = None
+) -> tuple[Any, Web]:
     config = tmp_path / "larc.yaml"
     # scoring.out_of_range: warn - the seconds-trained segmenter outlines far too much, which
     # the training envelope rightly refuses (tumour volume); the SR then lists the warnings
@@ -94,6 +97,10 @@ def _start(tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any]) -> tuple
         "scoring": {"out_of_range": "warn"},
         "web": {"token": TOKEN, "port": web_port},
     }
+    if pacs is not None:
+        sections["export"] = {
+            "destinations": [{"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}]
+        }
     config.write_text(yaml.safe_dump(sections))
     extra = ("--bundle", str(bundle.folder), "--stable-age-s", "1")
     return start_daemon(tmp_path / "data", config=config, extra=extra), Web(web_port)
@@ -105,8 +112,13 @@ def _yellow(png: bytes) -> int:
     return int(np.all(rgb == OUTLINE_RGB, axis=-1).sum())
 
 
-def _srs(data_dir: Path) -> dict[str, pydicom.Dataset]:
-    return {o.SOPInstanceUID: o for o in _outbox(data_dir) if o.SOPClassUID == SR_CLASS}
+def _in_pacs(pacs: Orthanc) -> list[pydicom.Dataset]:
+    """Every instance Orthanc holds (only larc sends to it here: the results)."""
+    return [orthanc_dataset(pacs, i) for ids in orthanc_instances(pacs).values() for i in ids]
+
+
+def _srs(pacs: Orthanc) -> dict[str, pydicom.Dataset]:
+    return {o.SOPInstanceUID: o for o in _in_pacs(pacs) if o.SOPClassUID == SR_CLASS}
 
 
 def _review_outlines_on_the_web(web: Web, data_dir: Path, daemon: Any) -> None:
@@ -185,6 +197,11 @@ def _cases(data_dir: Path) -> list[dict[str, Any]]:
     return read_index(data_dir, "SELECT * FROM cases ORDER BY kind")
 
 
+def _study_uids(folder: Path) -> set[str]:
+    return {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID
+            for p in folder.glob("*/*/*.dcm")}  # fmt: skip
+
+
 def _outbox(data_dir: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted((data_dir / "outbox").glob("*.dcm"))]
 
@@ -207,12 +224,12 @@ def _true_tumour(patient: Path, t2w: list[pydicom.Dataset]) -> np.ndarray:
 
 
 def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_mask(
-    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle
+    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle, orthanc: Orthanc
 ) -> None:
     patient = cohort.out_dir / cohort.patients[0].patient_id
     images = _copy(patient, tmp_path / "images", lambda name: not _is_mask(name))
     drawn = _copy(patient, tmp_path / "drawn", lambda name: name.endswith("_rtstruct"))
-    daemon, web = _start(tmp_path, trained_bundle, PERMISSIVE)
+    daemon, web = _start(tmp_path, trained_bundle, PERMISSIVE, orthanc)
     data_dir = daemon.data_dir
     try:
         assert storescu(daemon.port, images).returncode == 0
@@ -222,7 +239,9 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
             daemon,
         )
         first = {c["kind"]: c for c in _cases(data_dir)}
-        objects = _outbox(data_dir)
+        objects = _in_pacs(orthanc)
+        assert {o.StudyInstanceUID for o in objects} == set(_study_uids(images))
+        assert len([o for o in objects if o.Modality == "OT"]) > 0  # the Grad-CAM captures
         segs = [o for o in objects if o.SOPClassUID == SEG_CLASS]
         srs = [o for o in objects if o.SOPClassUID == SR_CLASS]
         assert len(srs) == 2
@@ -258,7 +277,7 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
             ), comments  # fmt: skip
 
         _review_outlines_on_the_web(web, data_dir, daemon)
-        reviewed = _srs(data_dir)
+        reviewed = _srs(orthanc)
         assert len(reviewed) == 3  # the baseline case's new SR (the response case waits)
         (accepted_sr,) = (
             sr for uid, sr in reviewed.items() if uid not in {s.SOPInstanceUID for s in srs}
@@ -273,7 +292,7 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
         _wait(
             "a new version of both cases on the drawn masks",
             lambda: (
-                len(_srs(data_dir)) == 5  # one more SR per case
+                len(_srs(orthanc)) == 5  # one more SR per case
                 and all(
                     c["version"] > first[c["kind"]]["version"] and c["state"] == "exported"
                     for c in _cases(data_dir)
@@ -287,7 +306,7 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
     finally:
         stop_process(daemon.proc)
     assert status.returncode == 0, status.stderr
-    new_srs = _srs(data_dir)
+    new_srs = _srs(orthanc)
     assert len(new_srs) == 5
     for uid, sr in new_srs.items():
         if uid in reviewed:

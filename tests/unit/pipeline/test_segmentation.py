@@ -95,9 +95,28 @@ def test_neighbouring_slices_are_the_channels() -> None:
 
 
 def test_inference_covers_any_matrix_with_the_trained_patch() -> None:
-    config = SegmenterConfig(channels=(4, 8), patch=32)
+    config = SegmenterConfig(channels=(4, 8, 16), patch=32)
     torch.manual_seed(0)
     model = config.network()
     probability = predict_volume(model, np.random.default_rng(0).random((3, 50, 70)), config)
     assert probability.shape == (3, 50, 70)
     assert 0.0 <= float(probability.min()) <= float(probability.max()) <= 1.0
+
+
+def test_a_fresh_network_starts_from_the_tumour_prior_and_old_manifests_load() -> None:
+    """The output bias starts at the prior log-odds, so a fresh network outlines nothing
+    rather than half of every slice; a manifest written before DynUNet (no ``architecture``)
+    builds the network it was trained with."""
+    config = SegmenterConfig(channels=(4, 8, 16), patch=32)
+    torch.manual_seed(0)
+    probability = predict_volume(config.network(), np.random.default_rng(0).random((2, 32, 32)),
+                                 config)  # fmt: skip
+    assert float(probability.mean()) < 0.1
+    assert SegmenterConfig.from_json(config.to_json()) == config
+    old = {"channels": [4, 8], "patch": 32, "residual_units": 1, "context": 1}
+    assert SegmenterConfig.from_json(old).architecture == "unet"
+    assert type(SegmenterConfig.from_json(old).network()).__name__ == "UNet"
+    with pytest.raises(ValueError, match="unknown segmenter architecture"):
+        SegmenterConfig(architecture="vnet")
+    with pytest.raises(ValueError, match="at least 3 levels"):
+        SegmenterConfig(channels=(4, 8))

@@ -355,14 +355,20 @@ def segmentation(
     patience: PatienceOption = 8,
     steps_per_epoch: Annotated[int, typer.Option(min=1, help="Optimiser steps per epoch.")] = 40,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per step.")] = 16,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 5e-4,
-    patch: Annotated[int, typer.Option(min=16, help="In-plane patch side in pixels.")] = 96,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    patch: Annotated[
+        int,
+        typer.Option(
+            min=16, help="In-plane patch side in pixels (at most the images' size is used)."
+        ),
+    ] = 96,
     channels: Annotated[
         str,
         typer.Option(
-            help="U-Net channels per level, comma-separated (16,32,64,128: a quarter of the work)."
+            help="DynUNet filters per level, comma-separated, at least 3 levels "
+            "(32,64,128,256: about four times the work)."
         ),
-    ] = "32,64,128,256",
+    ] = "16,32,64,128",
     test_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.45, help="Share of patients held out to test on.")
     ] = 0.2,
@@ -371,10 +377,11 @@ def segmentation(
     """Train the automatic tumour segmenter (science C) on the T2W masks a cohort has.
 
     Every study of the cohort with an axial T2W and a tumour mask drawn on it (RTSTRUCT or SEG)
-    is used; no outcomes are needed. A 2.5D MONAI U-Net (a slice and its neighbours) is trained
-    with DiceCE loss on patches, the best validation checkpoint kept; held-out Dice (mean,
-    median, 5th percentile), HD95 and volume error go into OUT/training.json and the model card,
-    with the quality gate's limits. Uses the GPU when there is one.
+    is used; no outcomes are needed. A 2.5D MONAI DynUNet (nnU-Net layout; a slice and its
+    neighbours) is trained with DiceCE loss on patches, the best validation checkpoint kept;
+    held-out Dice (mean, median, 5th percentile), HD95 and volume error go into
+    OUT/training.json and the model card, with the quality gate's limits. Uses the GPU when
+    there is one.
     """
     from dicom_io.roles import load_rules
     from pipeline.errors import PipelineInputError

@@ -5,8 +5,8 @@ through physical space, against the DWI's own drawn SEG (the drawn T2W mask carr
 way is the ceiling of carrying). Also the segmentation time per study. Not a test: run it by
 hand and record the figures in the README.
 
-    .venv/bin/python bench/segmentation.py [--patients 60] [--matrix 64] [--slices 16]
-        [--epochs 60] [--steps 50] [--seed 9] [--json FILE]
+    .venv/bin/python bench/segmentation.py [--patients 120] [--matrix 64] [--slices 16]
+        [--epochs 40] [--steps 40] [--seed 9] [--json FILE]
 
 Runs on the GPU when torch sees one.
 """
@@ -49,11 +49,11 @@ def _array(image: sitk.Image) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients", type=int, default=60)
+    parser.add_argument("--patients", type=int, default=120)
     parser.add_argument("--matrix", type=int, default=64)
     parser.add_argument("--slices", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -133,7 +133,7 @@ def _patch_side(volumes: list[Volume], training: SegmentationTraining) -> int:
     larger than the image is all padding), a multiple of the network's downsampling."""
     step = 2 ** (len(training.channels) - 1)
     largest = max(max(v.array.shape[1:]) for v in volumes)
-    return min(training.patch, math.ceil(largest / step) * step)
+    return int(min(training.patch, math.ceil(largest / step) * step))
 
 
 def _patch(

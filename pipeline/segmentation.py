@@ -8,9 +8,10 @@ bias starts at the tumour's prior log-odds (about 2 % of the pixels of a trainin
 tumour is a small part of each slice, and a network whose logits start at 0 spends most of a
 short CPU training learning that the background is background. The first network, MONAI's UNet
 with one residual unit, squeezes its last stage through one instance-normalised channel and
-starts with a strided convolution: on the synthetic cohort it reached a held-out Dice of 0.41
-where DynUNet reached 0.69 in the same 1,600 steps (bench/segmentation.py); bundles made with it
-still load (``architecture: unet``).
+starts with a strided convolution: on a 60-patient synthetic cohort (matrix 64) it reached a
+held-out Dice of 0.41-0.46 where DynUNet reached 0.69 in the same 1,600 steps (an experiment
+run by hand on 2026-12-03; bench/segmentation.py measures the current network); bundles made
+with it still load (``architecture: unet``).
 Why not 3D: rectal T2W series are strongly anisotropic (0.5-0.8 mm in plane, 3-4 mm slices, 20-30
 slices), so a 3D patch holds few slices and a 3D network costs ~10x the CPU of a 2D one at the same
 in-plane field of view; the neighbours give the through-plane context that separates the tumour
@@ -59,6 +60,12 @@ class SegmenterConfig:
                              f"one of {', '.join(ARCHITECTURES)}")  # fmt: skip
         if self.architecture == "dynunet" and len(self.channels) < 3:
             raise ValueError("a DynUNet segmenter needs at least 3 levels of channels")
+
+    @property
+    def downsampling(self) -> int:
+        """How much the deepest level is smaller than the input (a patch's side divides by
+        it)."""
+        return int(2 ** (len(self.channels) - 1))
 
     def network(self) -> nn.Module:
         """A fresh network of this shape (weights random, output bias at the prior)."""

@@ -76,10 +76,10 @@ class SegmentationTraining(BaseModel):
 
     @model_validator(mode="after")
     def _patch_fits_the_levels(self) -> SegmentationTraining:
-        step = 2 ** (len(self.channels) - 1)
-        if len(self.channels) < 3 or self.patch % step:
+        step = SegmenterConfig(tuple(self.channels), self.patch).downsampling  # checks levels
+        if self.patch % step:
             raise ValueError(f"patch ({self.patch}) must be a multiple of {step} for "
-                             f"{len(self.channels)} levels (at least 3)")  # fmt: skip
+                             f"{len(self.channels)} levels")  # fmt: skip
         return self
 
 
@@ -131,7 +131,7 @@ def _split(patients: list[str], training: SegmentationTraining) -> tuple[list[st
 def _patch_side(volumes: list[Volume], training: SegmentationTraining) -> int:
     """The patch side: ``training.patch``, or less where every image is smaller (a patch
     larger than the image is all padding), a multiple of the network's downsampling."""
-    step = 2 ** (len(training.channels) - 1)
+    step = SegmenterConfig(tuple(training.channels), training.patch).downsampling
     largest = max(max(v.array.shape[1:]) for v in volumes)
     return int(min(training.patch, math.ceil(largest / step) * step))
 

@@ -123,6 +123,9 @@ class SeriesFacts:
     instances: int
     referenced_series_uid: str | None = None
     automatic: bool = False  # a mask made by larc's segmenter
+    # a mask another program made with no person (SEG AUTOMATIC, RTSTRUCT ROIs AUTOMATIC): its
+    # name. Such a mask is not used: nobody drew or reviewed it, and larc's gate never saw it
+    made_elsewhere_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,24 @@ def _candidates(study: StudyInputs) -> list[SeriesCandidate]:
             s.automatic,
         )
         for s in study.series
+        if s.made_elsewhere_by is None
     ]
+
+
+def _unused_masks(study: StudyInputs, series_uid: str) -> str:
+    """Words for the masks on ``series_uid`` that another program made on its own, which case
+    building leaves out (empty when there are none)."""
+    found = sorted(
+        {s.made_elsewhere_by for s in study.series
+         if s.made_elsewhere_by and s.referenced_series_uid == series_uid}
+    )  # fmt: skip
+    if not found:
+        return ""
+    names = ", ".join(f"'{name}'" for name in found)
+    return (
+        f" (an automatic outline by {names} is not used: nobody drew or reviewed it; draw the "
+        "tumour, or let larc's own segmenter outline it)"
+    )
 
 
 def t2w_without_mask(study: StudyInputs) -> str | None:
@@ -233,10 +253,16 @@ def _no_mask_reason(label: str, auto: AutoMask | None) -> tuple[str, bool]:
 
 
 def _study_inputs(
-    selection: StudySelection, kind: CaseKind, label: str, auto: AutoMask | None
+    selection: StudySelection,
+    kind: CaseKind,
+    label: str,
+    auto: AutoMask | None,
+    unused: str = "",
 ) -> tuple[dict[str, str], list[str], list[str]]:
     """(inputs, missing, declined) for one study of a case: the selected series it reads and
-    the masks; what is missing; why it must not be scored (an automatic mask that failed)."""
+    the masks; what is missing; why it must not be scored (an automatic mask that failed).
+    ``unused``: words for the T2W's masks left out (:func:`_unused_masks`), told when the
+    T2W has no mask."""
     inputs: dict[str, str] = {}
     missing: list[str] = []
     declined: list[str] = []
@@ -254,6 +280,7 @@ def _study_inputs(
             inputs[f"{label}_mask_review"] = f"accepted by {auto.reviewer}"  # a new version
     elif SeriesRole.T2W_AX in selection.images:
         reason, declines = _no_mask_reason(label, auto)
+        reason += unused
         (declined if declines else missing).append(reason)
         if declines:
             inputs[f"{label}_mask_failed"] = reason
@@ -284,7 +311,11 @@ def decide_cases(
                 continue
             t2w = selections[label].images.get(SeriesRole.T2W_AX)
             found, lacking, refused = _study_inputs(
-                selections[label], kind, label, auto.get(t2w.series_uid) if t2w else None
+                selections[label],
+                kind,
+                label,
+                auto.get(t2w.series_uid) if t2w else None,
+                _unused_masks(by_timepoint[label], t2w.series_uid) if t2w else "",
             )
             inputs.update(found)
             missing.extend(lacking)

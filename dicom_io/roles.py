@@ -218,6 +218,29 @@ def referenced_series(ds: Dataset) -> str | None:
     return None
 
 
+def machine_made_by(ds: Dataset) -> str | None:
+    """The program that made a tumour mask on its own, or ``None`` when a person drew it.
+
+    A SEG: its first segment (the one larc reads) with SegmentAlgorithmType AUTOMATIC, named by
+    SegmentAlgorithmName (or the first AlgorithmIdentificationSequence item's AlgorithmName). An
+    RTSTRUCT: every ROI with ROIGenerationAlgorithm AUTOMATIC, named by the first one's
+    ROIGenerationDescription. MANUAL and SEMIAUTOMATIC (a person drew or corrected it) are
+    drawn. An unnamed program is called "an unnamed program"."""
+    segments = ds.get("SegmentSequence") or []
+    if segments:
+        first = segments[0]
+        if str(first.get("SegmentAlgorithmType", "")).upper() != "AUTOMATIC":
+            return None
+        name = str(first.get("SegmentAlgorithmName", "") or "")
+        for item in first.get("SegmentationAlgorithmIdentificationSequence", []) or []:
+            name = name or str(item.get("AlgorithmName", "") or "")
+        return name or "an unnamed program"
+    rois = ds.get("StructureSetROISequence") or []
+    if rois and all(str(r.get("ROIGenerationAlgorithm", "")).upper() == "AUTOMATIC" for r in rois):
+        return str(rois[0].get("ROIGenerationDescription", "") or "") or "an unnamed program"
+    return None
+
+
 @dataclass(frozen=True)
 class SeriesClassification:
     """A series' role and why, its b-values, and (masks) the series it was drawn on."""
@@ -226,18 +249,21 @@ class SeriesClassification:
     reason: str
     b_values: tuple[float, ...]
     referenced_series_uid: str | None
+    machine_made_by: str | None = None  # masks: the program that made it with no person
 
 
 def classify_series(
     headers: Sequence[Dataset], rules: Sequence[RoleRule] = DEFAULT_RULES
 ) -> SeriesClassification:
-    """Role (first matching rule), b-values and mask reference of a series from its headers;
+    """Role (first matching rule), b-values, mask reference and (a mask made by a program on
+    its own) that program, of a series from its headers;
     ``ValueError`` for a series without instances."""
     summary = SeriesSummary.from_headers(headers)
     role, reason = assign_role(summary, rules)
     mask = role in (SeriesRole.RTSTRUCT, SeriesRole.SEG)
     reference = referenced_series(headers[0]) if mask else None
-    return SeriesClassification(role, reason, summary.b_values, reference)
+    made_by = machine_made_by(headers[0]) if mask else None
+    return SeriesClassification(role, reason, summary.b_values, reference, made_by)
 
 
 def load_rules(path: Path | None) -> tuple[RoleRule, ...]:

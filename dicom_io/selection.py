@@ -35,7 +35,7 @@ class SeriesCandidate:
     role: SeriesRole
     instances: int
     referenced_series_uid: str | None = None  # masks: the series they were drawn on
-    automatic: bool = False  # masks: made by larc's segmenter (not drawn by a person)
+    automatic: bool = False  # masks: made by a program (larc's segmenter), not drawn by a person
 
 
 def pick_series(candidates: Iterable[SeriesCandidate], role: SeriesRole) -> SeriesCandidate | None:
@@ -123,7 +123,13 @@ def classify_files(
     for uid, members in groups.items():
         found = classify_series([ds for _, ds in members], rules)
         out[uid] = (
-            SeriesCandidate(uid, found.role, len(members), found.referenced_series_uid),
+            SeriesCandidate(
+                uid,
+                found.role,
+                len(members),
+                found.referenced_series_uid,
+                automatic=found.machine_made_by is not None,
+            ),
             tuple(p for p, _ in members),
         )
     return out
@@ -131,7 +137,8 @@ def classify_files(
 
 def select_files(paths: Sequence[Path], rules: Sequence[RoleRule] = DEFAULT_RULES) -> SelectedStudy:
     """A study given as files (training, benchmarks): classified and selected like the
-    daemon does, every image role present and every mask kept."""
+    daemon does, every image role present and every drawn mask kept (a mask a program made on
+    its own is left out, as the daemon leaves it out: models learn from drawn outlines)."""
     series = classify_files(paths, rules)
     selection = select_series([candidate for candidate, _ in series.values()])
     return SelectedStudy(
@@ -142,5 +149,6 @@ def select_files(paths: Sequence[Path], rules: Sequence[RoleRule] = DEFAULT_RULE
         masks=tuple(
             SeriesFiles(m.series_uid, m.role, series[m.series_uid][1], m.referenced_series_uid)
             for m in selection.all_masks
+            if not m.automatic
         ),
     )

@@ -217,14 +217,21 @@ class Index:
             )
 
     def set_series_role(
-        self, series_uid: str, role: str, reason: str, b_values: str, referenced: str | None
+        self,
+        series_uid: str,
+        role: str,
+        reason: str,
+        b_values: str,
+        referenced: str | None,
+        machine_made_by: str | None = None,
     ) -> None:
-        """Store the role given to a series and why."""
+        """Store the role given to a series and why (masks: what they were drawn on, and the
+        program that made one with no person, if one did)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE series SET role = ?, role_reason = ?, b_values = ?, "
-                "referenced_series_uid = ? WHERE series_uid = ?",
-                (role, reason, b_values, referenced, series_uid),
+                "referenced_series_uid = ?, machine_made_by = ? WHERE series_uid = ?",
+                (role, reason, b_values, referenced, machine_made_by, series_uid),
             )
 
     def set_timepoints(self, timepoints: Mapping[str, tuple[str, str]]) -> None:

@@ -127,6 +127,7 @@ class SeriesRow(_Row):
     b_values: str | None
     referenced_series_uid: str | None
     instances: int = 0
+    machine_made_by: str | None = None  # a mask made by a program with no person: its name
 
 
 @dataclass(frozen=True)

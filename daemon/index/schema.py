@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS series (
     role TEXT,
     role_reason TEXT,
     b_values TEXT,
-    referenced_series_uid TEXT
+    referenced_series_uid TEXT,
+    machine_made_by TEXT
 );
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -197,12 +198,16 @@ def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
     row = db.execute("SELECT version FROM schema_version").fetchone()
     if row is None:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] in (1, 2, 3, 4):
+    elif row[0] in (1, 2, 3, 4, 5):
         if row[0] == 1:  # 1 -> 2: cases remember their work key and task
             db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
             db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
         # 2 -> 3: radiologist readings and their audit; 3 -> 4: operators' choices of
         # timepoints; 4 -> 5: automatic masks and their reviews (new tables, created above)
+        # 5 -> 6: a mask series names the program that made it on its own (re-read when its
+        # study is next classified; until then it counts as drawn, as it did before)
+        if "machine_made_by" not in {r[1] for r in db.execute("PRAGMA table_info(series)")}:
+            db.execute("ALTER TABLE series ADD COLUMN machine_made_by TEXT")
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     elif row[0] != SCHEMA_VERSION:
         raise RuntimeError(

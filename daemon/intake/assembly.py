@@ -130,14 +130,18 @@ class Assembler:
                 found = classify_series(headers, self.rules)
                 role, reason, reference = found.role, found.reason, found.referenced_series_uid
                 b_values = json.dumps(list(found.b_values))
+                made_by = found.machine_made_by
             except (OSError, ValueError, AttributeError) as exc:
-                role, reason, reference, b_values = (
+                role, reason, reference, b_values, made_by = (
                     SeriesRole.IGNORED,
                     f"headers unreadable: {exc}",
                     None,
                     "[]",
+                    None,
                 )
-            self.index.set_series_role(series.series_uid, role, reason, b_values, reference)
+            self.index.set_series_role(
+                series.series_uid, role, reason, b_values, reference, made_by
+            )
 
     def _update_patient(self, patient_id: str) -> None:
         if self.index.has_unstable_study(patient_id):
@@ -196,8 +200,9 @@ class Assembler:
     def _series_facts(
         self, rows: Sequence[SeriesRow], auto_rows: dict[str, AutoMaskRow]
     ) -> list[SeriesFacts]:
-        """A study's series as case building sees them: larc's own SEGs marked automatic, a
-        rejected automatic outline left out, and (auto_always) drawn masks on the T2W too."""
+        """A study's series as case building sees them: larc's own SEGs marked automatic, masks
+        another program made on its own marked with its name, a rejected automatic outline
+        left out, and (auto_always) drawn masks on the T2W too."""
         automatic = {r.seg_series_uid: r for r in auto_rows.values() if r.seg_series_uid}
         t2w = {r.series_uid for r in rows if r.role == SeriesRole.T2W_AX}
         facts = []
@@ -217,6 +222,7 @@ class Assembler:
                 SeriesFacts(
                     r.series_uid, r.role or "", r.instances, r.referenced_series_uid,
                     automatic=made is not None,
+                    made_elsewhere_by=None if made is not None else r.machine_made_by,
                 )
             )  # fmt: skip
         return facts

@@ -117,8 +117,15 @@ class WorkOrders:
             except InvalidInputError:
                 return "drawn RTSTRUCT"
             return f"drawn RTSTRUCT (ROI '{name}')"
-        labels = [str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])]
-        return f"drawn SEG (segment '{labels[0]}')" if labels else "drawn SEG"
+        segments = list(ds.get("SegmentSequence", []))
+        if not segments:
+            return "drawn SEG"
+        first = segments[0]
+        how = ""
+        if str(first.get("SegmentAlgorithmType", "")).upper() == "SEMIAUTOMATIC":
+            program = str(first.get("SegmentAlgorithmName", "") or "")
+            how = f", semi-automatic with '{program}'" if program else ", semi-automatic"
+        return f"drawn SEG (segment '{first.get('SegmentLabel', '')}'{how})"
 
     def build(self, case: CaseRow) -> CasePayload:
         """Prepare the case's inputs and gather what the workers need (see the module doc).

@@ -222,9 +222,11 @@ def train_models(
     subtypes_manifest = _fit_subtypes(deep, outcomes, train, run.subtypes, out, run.response.seed)
 
     segmentation = None
-    if run.segmentation is not None:  # trained on every labelled patient's drawn T2W masks
-        record = train_segmenter(labelled, out / SEGMENTATION_DIR, run.segmentation, run.rules,
-                                 progress=progress)  # fmt: skip
+    if run.segmentation is not None:
+        # trained on the drawn T2W masks of the training patients only: the held-out patients
+        # stay unseen by every model, so their figures with automatic masks are honest too
+        record = train_segmenter({p: labelled[p] for p in train}, out / SEGMENTATION_DIR,
+                                 run.segmentation, run.rules, progress=progress)  # fmt: skip
         segmentation = {
             "weights": f"{SEGMENTATION_DIR}/{SEGMENTER_WEIGHTS}",
             "network": record["network"],

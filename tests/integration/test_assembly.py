@@ -6,6 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from dicom_io.synthetic.cohort import CohortResult
@@ -95,3 +96,33 @@ def test_a_late_mask_reopens_the_study_and_readies_the_case(
     )
     history = _rows(quick_daemon, "SELECT version, state FROM case_history ORDER BY id")
     assert [tuple(r) for r in history if r["state"] == "ready"] == [(1, "ready"), (2, "ready")]
+
+
+def test_a_vendor_automatic_outline_is_not_scored_as_if_drawn(
+    quick_daemon: DaemonProcess, cohort: CohortResult, tmp_path: Path
+) -> None:
+    """Another program's outline (RTSTRUCT ROIs AUTOMATIC) arrives with the study: larc (no
+    segmenter here, so manual mode) does not score on it, and says why."""
+    baseline = cohort.patients[1].studies["baseline"]
+    images = [
+        p
+        for role, s in baseline.series.items()
+        if role not in (Role.RTSTRUCT, Role.SEG)
+        for p in s.files
+    ]
+    rtstruct = pydicom.dcmread(baseline.series[Role.RTSTRUCT].files[0])
+    for roi in rtstruct.StructureSetROISequence:
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationDescription = "VendorContour 4"
+    vendor = tmp_path / "vendor-rtstruct.dcm"
+    rtstruct.save_as(vendor, enforce_file_format=True)
+    assert storescu(quick_daemon.port, *images, vendor).returncode == 0
+    reason = (
+        "baseline: no tumour mask on the T2W (an automatic outline by 'VendorContour 4' is not "
+        "used: nobody drew or reviewed it; draw the tumour, or let larc's own segmenter "
+        "outline it)"
+    )
+    _wait_for(quick_daemon, "SELECT state, reason FROM cases WHERE kind = 'baseline'",
+              ("waiting", reason))  # fmt: skip
+    made_by = _rows(quick_daemon, "SELECT machine_made_by FROM series WHERE role = 'RTSTRUCT'")
+    assert [r[0] for r in made_by] == ["VendorContour 4"]

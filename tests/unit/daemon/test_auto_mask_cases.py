@@ -110,3 +110,23 @@ def test_a_review_changes_the_case() -> None:
         "baseline: automatic tumour outline rejected by dr.b (includes the wall); "
         "waiting for a drawn mask"
     )
+
+
+def test_a_mask_another_program_made_on_its_own_is_not_taken_as_drawn() -> None:
+    # e.g. a vendor's AI SEG (SegmentAlgorithmType AUTOMATIC) in the study: nobody drew or
+    # reviewed it, and larc's quality gate never saw it
+    foreign = SeriesFacts("1.ai", "SEG", 1, "1.t2", made_elsewhere_by="VendorSeg 2.1")
+    study = _study("1", "baseline", foreign)
+    assert t2w_without_mask(study) == "1.t2"  # larc's own segmenter is asked (auto modes)
+    waiting = _cases([study], {})["baseline"]  # manual mode: nothing else to score on
+    assert waiting.state == WAITING
+    assert waiting.reason.startswith("baseline: no tumour mask on the T2W")
+    assert "automatic outline by 'VendorSeg 2.1' is not used" in waiting.reason
+    assert "1.ai" not in waiting.inputs.values()
+    assert not any("1.ai" in key for key in waiting.inputs)
+    # larc's own outline is used, and a drawn mask still wins over both
+    passed = {"1.t2": AutoMask("passed")}
+    with_own = _cases([_study("1", "baseline", foreign, _auto_seg("1"))], passed)
+    assert with_own["baseline"].inputs["baseline_mask"] == "1.auto"
+    drawn = _cases([_study("1", "baseline", foreign, _drawn("1"))], {})["baseline"]
+    assert (drawn.state, drawn.inputs["baseline_mask"]) == (READY, "1.rt")

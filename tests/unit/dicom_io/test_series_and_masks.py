@@ -15,6 +15,8 @@ from dicom_io.diffusion import b_value
 from dicom_io.errors import InvalidInputError
 from dicom_io.geometry import SliceStack, stack_from_datasets
 from dicom_io.masks import resample_mask, rtstruct_mask, seg_mask
+from dicom_io.roles import classify_series, machine_made_by
+from dicom_io.seg import binary_segmentation
 from dicom_io.series import read_series, split_by_b_value
 from dicom_io.synthetic.anatomy import Tissue
 from dicom_io.synthetic.cohort import CohortResult, patient_scenes
@@ -182,3 +184,34 @@ def test_masks_carry_from_t2w_to_dwi_and_match_the_seg(cohort: CohortResult) -> 
     assert dice(seg > 0, truth) >= 0.75
     assert dice(carried > 0, truth) >= 0.6  # T2W mask through physical space onto 5 mm voxels
     assert all(b_value(ds) == max(high) for ds in high_b)
+
+
+def test_a_mask_a_program_made_on_its_own_names_the_program(cohort: CohortResult) -> None:
+    study = cohort.patients[0].studies["baseline"]
+    t2w = sorted(_read(cohort, 0, "baseline", Role.T2W), key=lambda ds: int(ds.InstanceNumber))
+    mask = np.zeros((len(t2w), int(t2w[0].Rows), int(t2w[0].Columns)), dtype=bool)
+    mask[5, 20:26, 20:26] = True
+    made = {}
+    for manual in (True, False):
+        made[manual] = binary_segmentation(
+            t2w, mask, series_instance_uid=generate_uid(), series_number=99,
+            sop_instance_uid=generate_uid(), manufacturer="Vendor", model="M",
+            software_version="1", manual=manual, algorithm="VendorSeg", algorithm_version="2.1",
+        )  # fmt: skip
+    assert machine_made_by(made[False]) == "VendorSeg"
+    assert machine_made_by(made[True]) is None  # drawn
+    assert classify_series([made[False]]).machine_made_by == "VendorSeg"
+    semi = made[False]
+    semi.SegmentSequence[0].SegmentAlgorithmType = "SEMIAUTOMATIC"  # a person corrected it
+    assert machine_made_by(semi) is None
+    # an RTSTRUCT: automatic when every ROI says so (the synthetic one has one, MANUAL)
+    rtstruct = pydicom.dcmread(study.series[Role.RTSTRUCT].files[0])
+    assert machine_made_by(rtstruct) is None
+    roi = rtstruct.StructureSetROISequence[0]
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    roi.ROIGenerationDescription = "AutoContour 3"
+    assert machine_made_by(rtstruct) == "AutoContour 3"
+    second = Dataset()
+    second.ROIGenerationAlgorithm = "MANUAL"
+    rtstruct.StructureSetROISequence.append(second)  # one ROI a person drew: drawn
+    assert machine_made_by(rtstruct) is None

@@ -47,3 +47,20 @@ def test_an_index_of_schema_2_gains_readings_and_keeps_its_cases(tmp_path: Path)
         assert (saved.version, saved.rescore) == (4, True)
     finally:
         index.close()
+
+
+def test_an_index_of_schema_5_gains_the_mask_program_column(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    Index(path).close()
+    db = sqlite3.connect(path)  # what larc wrote before third-party automatic masks were told
+    db.execute("ALTER TABLE series DROP COLUMN machine_made_by")
+    db.execute("UPDATE schema_version SET version = 5")
+    db.commit()
+    db.close()
+    index = Index(path)
+    try:
+        columns = {r["name"] for r in index.query("PRAGMA table_info(series)")}
+        assert "machine_made_by" in columns
+        assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
+    finally:
+        index.close()

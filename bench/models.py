@@ -72,7 +72,8 @@ def outlined_automatically(bundle: Bundle, cases: Cases, out: Path) -> tuple[Cas
             selected = select_files(paths)
             t2w_files = selected.images[SeriesRole.T2W_AX].paths
             image, _ = image_and_mask(selected, SeriesRole.T2W_AX)
-            found = segment(model, image, config, limits)
+            dwi = image_and_mask(selected, SeriesRole.DWI)[0]
+            found = segment(model, image, config, limits, dwi)
             if not found.passed:
                 declined[patient] = f"{timepoint}: " + "; ".join(found.reasons)
                 break

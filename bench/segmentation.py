@@ -88,7 +88,7 @@ def main() -> None:
             if drawn is None or dwi_drawn is None:
                 continue
             clock = time.perf_counter()
-            found = segment(model, t2w, config, limits)
+            found = segment(model, t2w, config, limits, dwi)
             seconds = time.perf_counter() - clock
             truth = _array(dwi_drawn)
             rows.append({

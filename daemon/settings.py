@@ -315,6 +315,24 @@ class GateSettings(_Section):
     allow_edge: bool | None = Field(
         default=None, description="Whether the outline may touch the edge of the field of view."
     )
+    max_dwi_lesion_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Largest size of the DWI-bright lesion an outline lies in, as a multiple of the "
+            "outline (a larger one: part of the tumour missed); 0 turns the check off. "
+            "Bundle default 2.0."
+        ),
+    )
+    dwi_min_contrast: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "How many times brighter than the body on the high-b DWI an outline must be for "
+            "the lesion check to apply (a tumour without restricted diffusion has no extent "
+            "to compare). Bundle default 2.0."
+        ),
+    )
 
     def overrides(self) -> dict[str, float | int | bool]:
         """The limits set here (``pipeline.segmentation.GateLimits`` field names)."""

@@ -2,7 +2,8 @@
 segmenter (:mod:`pipeline.segmentation`) on one T2W volume, and its quality gate's verdict.
 
 Like the scoring payload, the work order carries everything the worker needs: the T2W volume
-(float32, in the slice order the daemon read it) and its geometry, as base64 ``.npz``. The
+(float32, in the slice order the daemon read it) and its geometry, as base64 ``.npz``, and the
+study's highest-b DWI the same way when there is one (the gate's lesion-extent check). The
 worker returns the mask on the same grid (uint8, same order) with the gate's reasons; the
 daemon writes the DICOM SEG (it holds the source headers) or declines the case.
 """
@@ -77,6 +78,7 @@ class SegmentPayload:
     model_version: str  # the bundle's "name version" the daemon asked with
     volume_b64: str  # encode_volume() of the T2W
     gate: dict[str, Any] = field(default_factory=dict)  # overrides of the bundle's gate limits
+    dwi_b64: str | None = None  # encode_volume() of the study's highest-b DWI (extent check)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -113,7 +115,8 @@ def run_segment(payload_json: dict[str, Any], bundle_dir: Path | None) -> dict[s
         model, config, limits = bundle.segmenter
         known = GateLimits.__dataclass_fields__
         limits = replace(limits, **{k: v for k, v in payload.gate.items() if k in known})
-        found = segment(model, decode_volume(payload.volume_b64), config, limits)
+        dwi = decode_volume(payload.dwi_b64) if payload.dwi_b64 else None
+        found = segment(model, decode_volume(payload.volume_b64), config, limits, dwi)
     except NOT_RETRIED as exc:
         logger.error("series %s not segmented: %s", payload_json.get("image_series_uid"), exc)
         return failure("segment", exc)
@@ -122,5 +125,6 @@ def run_segment(payload_json: dict[str, Any], bundle_dir: Path | None) -> dict[s
         "reasons": found.reasons,
         "volume_ml": found.volume_ml,
         "mean_probability": found.mean_probability,
+        "dwi_lesion_ratio": found.dwi_lesion_ratio,
         "mask": encode_mask(sitk.GetArrayFromImage(found.mask)),
     }

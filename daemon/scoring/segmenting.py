@@ -23,15 +23,17 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 from numpy.typing import NDArray
 
 from daemon.index import AutoMaskRow, AutoMaskState, Index
 from daemon.scoring.executors import Executor, WorkState
 from daemon.scoring.model import ModelInfo
 from dicom_io.errors import InvalidInputError
+from dicom_io.roles import SeriesRole
 from dicom_io.scp import STATUS_SUCCESS, StoreRequest
 from dicom_io.seg import binary_segmentation
-from dicom_io.series import by_position, read_series
+from dicom_io.series import by_position, read_series, split_by_b_value
 from dicom_io.sr import Algorithm, contributing_algorithm, derive_uid
 from workers.segmentation import SegmentPayload, decode_mask, encode_volume, segmentation_key
 
@@ -107,6 +109,26 @@ class AutoSegmenter:
             raise InvalidInputError("the T2W series has no stored images")
         return [pydicom.dcmread(p) for p in paths]
 
+    def _dwi(self, row: AutoMaskRow) -> sitk.Image | None:
+        """The highest-b volume of the study's DWI (the series with the most images), for the
+        gate's lesion-extent check; ``None`` when the study has none or it cannot be read (the
+        check is then left out, and the case's own checks still need a readable DWI)."""
+        found = [s for s in self.index.series_of_study(row.study_uid) if s.role == SeriesRole.DWI]
+        if not found:
+            return None
+        chosen = max(found, key=lambda s: (s.instances, s.series_uid))
+        try:
+            groups = split_by_b_value(
+                [pydicom.dcmread(p) for p in self.index.instance_paths(chosen.series_uid)]
+            )
+            return read_series(groups[max(groups)]) if groups else None
+        except (InvalidInputError, OSError, ValueError) as exc:
+            logger.warning(
+                "DWI of series %s unreadable for the outline's extent check: %s",
+                chosen.series_uid[-12:], exc,
+            )  # fmt: skip
+            return None
+
     def _submit(self, row: AutoMaskRow) -> None:
         try:
             datasets = self._images(row)
@@ -119,12 +141,14 @@ class AutoSegmenter:
         except (InvalidInputError, OSError, ValueError) as exc:
             self._fail(row, f"the T2W could not be read: {exc}")
             return
+        dwi = self._dwi(row)
         payload = SegmentPayload(
             key=segmentation_key(row.image_series_uid, self.model.label),
             image_series_uid=row.image_series_uid,
             model_version=self.model.label,
             volume_b64=encode_volume(image),
             gate=self.gate,
+            dwi_b64=encode_volume(dwi) if dwi is not None else None,
         )
         handle = self.executor.submit_segment(payload.to_json())
         self.index.set_auto_mask(

@@ -353,6 +353,9 @@ def segmenter_card(record: Mapping[str, Any]) -> str:
         f"An automatic mask is declined when it is empty, its volume is outside "
         f"{gate['min_volume_ml']}-{gate['max_volume_ml']} ml, its mean tumour probability is "
         f"below {gate['min_mean_probability']}, it has more than {gate['max_components']} "
-        "separate region(s), or it touches the edge of the field of view.",
+        "separate region(s), it touches the edge of the field of view, or (an outline that is "
+        f"at least {gate.get('dwi_min_contrast', 2.0)} times as bright on the high-b DWI as the "
+        "body) the DWI-bright lesion it lies in is more than "
+        f"{gate.get('max_dwi_lesion_ratio', 2.0)} times its size (part of the tumour missed).",
     ]
     return "\n".join(lines) + "\n"

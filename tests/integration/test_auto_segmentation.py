@@ -50,6 +50,7 @@ PERMISSIVE = {
     "min_mean_probability": 0.0,
     "max_components": 1000,
     "allow_edge": True,
+    "max_dwi_lesion_ratio": 0.0,
 }
 IMPOSSIBLE = {"min_volume_ml": 50000.0, "max_volume_ml": 60000.0}
 

@@ -120,3 +120,37 @@ def test_a_fresh_network_starts_from_the_tumour_prior_and_old_manifests_load() -
         SegmenterConfig(architecture="vnet")
     with pytest.raises(ValueError, match="at least 3 levels"):
         SegmenterConfig(channels=(4, 8))
+
+
+def _dwi(lesion: tuple[slice, slice, slice], inside: float = 500.0) -> sitk.Image:
+    """A high-b DWI on a coarser grid over the same space (2 mm pixels): air around a body of
+    100, and a bright lesion (given in the T2W's voxel indices)."""
+    voxels = np.zeros((10, 20, 20), np.float32)
+    voxels[:, 2:18, 2:18] = 100.0
+    z, y, x = lesion
+    voxels[z, y.start // 2 : y.stop // 2, x.start // 2 : x.stop // 2] = inside
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing((2.0, 2.0, 4.0))
+    image.SetOrigin((0.5, 0.5, 0.0))  # pixel centres over the T2W's 1 mm pixel pairs
+    return image
+
+
+def test_an_outline_that_covers_only_part_of_the_dwi_lesion_is_declined() -> None:
+    # the outline (BOX, 1.6 ml) matches its DWI lesion: passes, lesion about its own size
+    fits = judge(_probability(BOX), _image(), LIMITS, _dwi(BOX))
+    assert fits.passed, fits.reasons
+    assert fits.dwi_lesion_ratio == pytest.approx(1.0, abs=0.2)
+    # a lesion four times larger than the outline: the outline may miss part of the tumour
+    large = (slice(2, 9), slice(10, 30), slice(10, 30))
+    partial = judge(_probability(BOX), _image(), LIMITS, _dwi(large))
+    assert not partial.passed
+    assert any("the DWI-bright lesion around the outline is" in r for r in partial.reasons)
+    assert partial.dwi_lesion_ratio is not None and partial.dwi_lesion_ratio > 4
+    # a tumour that is not DWI-bright (after treatment): nothing to compare, the check is left out
+    dark = judge(_probability(BOX), _image(), LIMITS, _dwi(large, inside=120.0))
+    assert dark.passed, dark.reasons
+    assert dark.dwi_lesion_ratio is None
+    # the check can be switched off, and without a DWI it is not made
+    off = GateLimits(**{**LIMITS.to_json(), "max_dwi_lesion_ratio": 0.0})
+    assert judge(_probability(BOX), _image(), off, _dwi(large)).passed
+    assert judge(_probability(BOX), _image(), LIMITS).dwi_lesion_ratio is None

@@ -97,9 +97,13 @@ class Daemon:
             ),
             self.ingest,
         )
+        self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
+        if any(d.commitment != "off" for d in settings.export.destinations):
+            self.listener = Listener(
+                self.listener.options, self.ingest, on_commitment=self.exporter.on_commitment
+            )
         self.priors = self._prior_retriever(settings)
         rules = load_rules(settings.roles.rules_file)
-        self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
         self.dispatcher = self._dispatcher(settings)
         self.assembler = Assembler(
             self.index,

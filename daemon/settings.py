@@ -378,6 +378,19 @@ class Destination(_Section):
     host: str
     port: Port
     tls: ClientTlsSettings = ClientTlsSettings()
+    commitment: Literal["required", "optional", "off"] = Field(
+        default="off",
+        description=(
+            "Storage commitment (IHE RAD-10) after each C-STORE: required (the case is "
+            "exported only once the node has committed every object; a failure or timeout is "
+            "retried like a failed send), optional (asked and recorded, not waited for), off. "
+            "The node answers on an association to this listener: it must know larc's AE "
+            "title, host and port (e.g. Orthanc's DicomModalities)."
+        ),
+    )
+    commitment_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long to wait for the commitment report."
+    )
 
     _check_ae = field_validator("ae_title")(validate_ae_title)
 

@@ -1,4 +1,5 @@
-"""The DICOM listener: Verification and Storage SCP on pynetdicom, with access control and TLS.
+"""The DICOM listener: Verification and Storage SCP on pynetdicom, with access control and TLS;
+and, when asked, the receiving end of storage commitment reports (``dicom_io.commitment``).
 
 What to do with a received instance is the caller's business (a :data:`StoreHandler`); this
 module makes sure the handler sees the encoded bytes without decoding, that every exception
@@ -21,6 +22,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_io.commitment import STORAGE_COMMITMENT, CommitmentReport, read_report
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class StoreRequest:
 
 
 StoreHandler = Callable[[StoreRequest], int]
+# a storage commitment report received (dicom_io.commitment); returns the N-EVENT-REPORT status
+CommitmentHandler = Callable[[CommitmentReport], int]
+STATUS_PROCESSING_FAILURE = 0x0110
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,17 @@ class _NoDelayServer(ThreadedAssociationServer):
 class Listener:
     """A running Storage SCP. :meth:`start` binds and serves in a thread; :meth:`stop` ends it."""
 
-    def __init__(self, options: ListenerOptions, on_store: StoreHandler) -> None:
+    def __init__(
+        self,
+        options: ListenerOptions,
+        on_store: StoreHandler,
+        on_commitment: CommitmentHandler | None = None,
+    ) -> None:
+        """``on_commitment``: where storage commitment reports go (a PACS answering our
+        requests on an association of its own); ``None``: the listener does not offer it."""
         self.options = options
         self._on_store = on_store
+        self._on_commitment = on_commitment
         self._server: Any = None
         self._thread: threading.Thread | None = None
         # accept any storage SOP class, known or not; unknown ones are recorded as ignored
@@ -129,6 +143,9 @@ class Listener:
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        if on_commitment is not None:
+            # the PACS is the requestor and the SCP of the SOP class: it negotiates that role
+            ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
         self._ae = ae
 
     @property
@@ -150,6 +167,8 @@ class Listener:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_c_store),
         ]
+        if self._on_commitment is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, self._on_event_report))
         self._server = self._ae.make_server(
             (opts.bind_address, opts.port),
             ssl_context=opts.ssl_context,
@@ -219,3 +238,20 @@ class Listener:
         except Exception:  # the handler must not kill the association or the listener
             logger.exception("storing an instance from %s failed", request.calling_ae)
             return STATUS_OUT_OF_RESOURCES
+
+    def _on_event_report(self, event: Any) -> tuple[int, None]:
+        assoc = event.assoc
+        caller = str(assoc.requestor.ae_title).strip()
+        try:
+            if str(event.request.AffectedSOPClassUID) != STORAGE_COMMITMENT:
+                return STATUS_PROCESSING_FAILURE, None
+            report = read_report(event.event_information, caller)
+        except Exception:  # a malformed report: say so to the sender, keep listening
+            logger.exception("cannot read the storage commitment report from %s", caller)
+            return STATUS_PROCESSING_FAILURE, None
+        assert self._on_commitment is not None  # noqa: S101 (bound only with a handler)
+        try:
+            return self._on_commitment(report), None
+        except Exception:
+            logger.exception("recording the storage commitment report from %s failed", caller)
+            return STATUS_PROCESSING_FAILURE, None

@@ -40,9 +40,12 @@ def _print_result(index: Index, case: CaseRow) -> None:
     )
     for export in index.exports_of(case.work_key):
         error = f" ({export.last_error})" if export.last_error else ""
-        typer.echo(
-            f"    export to {export.destination}: {export.state}, {export.attempts} tries{error}"
-        )
+        state = str(export.state)
+        if export.committed_by:
+            state = f"{state}, committed by {export.committed_by}"
+        elif export.state == "committing":
+            state = "sent, commitment pending"
+        typer.echo(f"    export to {export.destination}: {state}, {export.attempts} tries{error}")
 
 
 def status(config: ConfigOption = None) -> None:

@@ -2,7 +2,8 @@
 :class:`DestinationUnavailableError` with what went wrong (then retried by the exporter).
 
 - :class:`OutboxDestination`: the ``<data_dir>/outbox/`` folder (no PACS configured);
-- :class:`CStoreDestination`: a DICOM peer (``export.destinations``), optionally over TLS.
+- :class:`CStoreDestination`: a DICOM peer (``export.destinations``), optionally over TLS, and
+  optionally asked for storage commitment after each send.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from daemon.settings import Destination
+from dicom_io.commitment import references, request_commitment
 from dicom_io.scu import PacsUnavailableError, send_files
 
 OUTBOX = "outbox"
@@ -30,8 +32,20 @@ class ExportDestination(Protocol):
     def name(self) -> str:
         """How export rows and logs name it."""
 
+    @property
+    def commitment(self) -> str:
+        """Storage commitment after a send: ``required``, ``optional`` or ``off``."""
+
+    @property
+    def commitment_timeout_s(self) -> float:
+        """How long a required commitment may take."""
+
     def send(self, files: Sequence[Path]) -> None:
         """Deliver ``files``; :class:`DestinationUnavailableError` (or ``OSError``) if not."""
+
+    def request_commitment(self, transaction_uid: str, files: Sequence[Path]) -> None:
+        """Ask the destination to commit ``files`` (the report comes to the listener);
+        :class:`DestinationUnavailableError` if it cannot be asked."""
 
 
 def destination_name(destination: Destination | None) -> str:
@@ -58,9 +72,15 @@ class OutboxDestination:
     """Copies the files into a folder, each appearing whole (temporary name, then rename)."""
 
     name = OUTBOX
+    commitment = "off"  # a folder commits nothing: the files are there once renamed
+    commitment_timeout_s = 0.0
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    def request_commitment(self, transaction_uid: str, files: Sequence[Path]) -> None:
+        """Never asked (commitment is off)."""
+        raise DestinationUnavailableError("the outbox has no storage commitment")
 
     def send(self, files: Sequence[Path]) -> None:
         """Copy ``files`` into the outbox."""
@@ -78,6 +98,19 @@ class CStoreDestination:
         self.destination = destination
         self.calling_ae = calling_ae
         self.name = destination_name(destination)
+        self.commitment = destination.commitment
+        self.commitment_timeout_s = destination.commitment_timeout_s
+
+    def request_commitment(self, transaction_uid: str, files: Sequence[Path]) -> None:
+        """N-ACTION for ``files`` (``dicom_io.commitment``)."""
+        peer = self.destination
+        try:
+            request_commitment(
+                peer.host, peer.port, peer.ae_title, self.calling_ae, transaction_uid,
+                references(files), tls=client_tls(peer),
+            )  # fmt: skip
+        except PacsUnavailableError as exc:
+            raise DestinationUnavailableError(str(exc)) from exc
 
     def send(self, files: Sequence[Path]) -> None:
         """Send ``files``; refusals are named with their status."""

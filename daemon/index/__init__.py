@@ -3,7 +3,14 @@ speaks SQL. ``schema`` (tables and upgrades), ``rows`` (the frozen rows the read
 ``database`` (:class:`Index`: named readers and writers)."""
 
 from daemon.index.database import INDEX_FILE, Index, ReadingsSaved
-from daemon.index.rows import AutoMaskRow, AutoMaskState, CaseRow, ExportState, InstanceRecord
+from daemon.index.rows import (
+    AutoMaskRow,
+    AutoMaskState,
+    CaseRow,
+    ExportRow,
+    ExportState,
+    InstanceRecord,
+)
 from daemon.index.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "AutoMaskRow",
     "AutoMaskState",
     "CaseRow",
+    "ExportRow",
     "ExportState",
     "Index",
     "InstanceRecord",

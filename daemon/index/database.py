@@ -349,6 +349,41 @@ class Index:
                 ),
             )
 
+    def await_commitment(self, export_id: int, attempts: int, transaction_uid: str,
+                         deadline: float, wait: bool) -> None:  # fmt: skip
+        """A send succeeded and its storage commitment was asked under ``transaction_uid``:
+        ``wait`` (required) keeps the export committing until ``deadline``; otherwise it is
+        sent and the report, when it comes, only records who committed."""
+        state = ExportState.COMMITTING if wait else ExportState.SENT
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = ?, attempts = ?, next_at = ?, last_error = NULL, "
+                "transaction_uid = ?, committed_by = NULL, sent_at = ? WHERE id = ?",
+                (state, attempts, deadline, transaction_uid, time.time(), export_id),
+            )
+
+    def export_of_transaction(self, transaction_uid: str) -> ExportRow | None:
+        """The export whose last send asked for commitment under ``transaction_uid``."""
+        rows = self._read(self._EXPORTS + " WHERE e.transaction_uid = ?", (transaction_uid,))
+        return ExportRow.from_row(rows[0]) if rows else None
+
+    def record_committed(self, export_id: int, committed_by: str) -> None:
+        """Every object of the export's last send was committed by ``committed_by``: it is
+        sent, also when the report came after its deadline (nothing to send again)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = ?, committed_by = ?, last_error = NULL WHERE id = ?",
+                (ExportState.SENT, committed_by, export_id),
+            )
+
+    def commitments_overdue(self, now: float) -> list[ExportRow]:
+        """Committing exports whose report did not come in time."""
+        rows = self._read(
+            self._EXPORTS + " WHERE e.state = ? AND e.next_at <= ? ORDER BY e.id",
+            (ExportState.COMMITTING, now),
+        )
+        return [ExportRow.from_row(r) for r in rows]
+
     def series_of_study(self, study_uid: str) -> list[SeriesRow]:
         """A study's series in series-number order, each with its instance count."""
         rows = self._read(

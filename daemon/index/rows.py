@@ -15,7 +15,8 @@ class ExportState(StrEnum):
     """Where one export (results of a case version to one destination) stands."""
 
     PENDING = "pending"  # to be tried at next_at
-    SENT = "sent"
+    COMMITTING = "committing"  # sent; the destination's storage commitment awaited until next_at
+    SENT = "sent"  # sent (and committed, where the destination requires it)
     FAILED = "failed"  # parked after the last try; `larc retry-exports` queues it again
 
 
@@ -213,6 +214,8 @@ class ExportRow:
     case_id: str
     version: int
     files: tuple[str, ...]
+    transaction_uid: str | None = None  # the storage commitment asked for the last send
+    committed_by: str | None = None  # AE title that committed every object (None: not yet/off)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExportRow:
@@ -229,6 +232,8 @@ class ExportRow:
             case_id=row["case_id"],
             version=int(row["version"]),
             files=tuple(f for f in row["files"].split("\n") if f),
+            transaction_uid=row["transaction_uid"],
+            committed_by=row["committed_by"],
         )
 
 

@@ -18,7 +18,7 @@ import io
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,14 @@ class Web:
 
 
 def _start(
-    tmp_path: Path, bundle: TrainedBundle, gate: dict[str, Any], pacs: Orthanc | None = None
+    tmp_path: Path,
+    bundle: TrainedBundle,
+    gate: dict[str, Any],
+    pacs: Orthanc | None = None,
+    port: int | None = None,
 ) -> tuple[Any, Web]:
+    """``larc serve`` with the test bundle; results to ``pacs`` with storage commitment
+    required (the PACS must know larc's AE title at ``port``), else to the outbox."""
     config = tmp_path / "larc.yaml"
     # scoring.out_of_range: warn - the seconds-trained segmenter outlines far too much, which
     # the training envelope rightly refuses (tumour volume); the SR then lists the warnings
@@ -100,11 +106,12 @@ def _start(
     }
     if pacs is not None:
         sections["export"] = {
-            "destinations": [{"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}]
-        }
+            "destinations": [{"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port,
+                              "commitment": "required"}]
+        }  # fmt: skip
     config.write_text(yaml.safe_dump(sections))
     extra = ("--bundle", str(bundle.folder), "--stable-age-s", "1")
-    return start_daemon(tmp_path / "data", config=config, extra=extra), Web(web_port)
+    return start_daemon(tmp_path / "data", port, config=config, extra=extra), Web(web_port)
 
 
 def _yellow(png: bytes) -> int:
@@ -224,13 +231,29 @@ def _true_tumour(patient: Path, t2w: list[pydicom.Dataset]) -> np.ndarray:
     raise AssertionError("no drawn RTSTRUCT for the study")
 
 
+@pytest.fixture
+def committing_orthanc(tmp_path: Path) -> Iterator[tuple[Orthanc, int]]:
+    """A real Orthanc that knows larc (AE LARC at the returned port) for its storage
+    commitment reports."""
+    port = free_port()
+    server = Orthanc.start(tmp_path / "orthanc", modalities={"LARC": ["LARC", "127.0.0.1", port]})
+    try:
+        yield server, port
+    finally:
+        server.stop()
+
+
 def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_mask(
-    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle, orthanc: Orthanc
+    tmp_path: Path,
+    cohort: CohortResult,
+    trained_bundle: TrainedBundle,
+    committing_orthanc: tuple[Orthanc, int],
 ) -> None:
+    orthanc, larc_port = committing_orthanc
     patient = cohort.out_dir / cohort.patients[0].patient_id
     images = _copy(patient, tmp_path / "images", lambda name: not _is_mask(name))
     drawn = _copy(patient, tmp_path / "drawn", lambda name: name.endswith("_rtstruct"))
-    daemon, web = _start(tmp_path, trained_bundle, PERMISSIVE, orthanc)
+    daemon, web = _start(tmp_path, trained_bundle, PERMISSIVE, orthanc, larc_port)
     data_dir = daemon.data_dir
     try:
         assert storescu(daemon.port, images).returncode == 0
@@ -240,6 +263,8 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
             daemon,
         )
         first = {c["kind"]: c for c in _cases(data_dir)}
+        for case in first.values():  # exported means Orthanc took responsibility (RAD-10)
+            assert case["reason"].endswith("(committed by ORTHANC)"), case["reason"]
         objects = _in_pacs(orthanc)
         assert {o.StudyInstanceUID for o in objects} == _study_uids(images)
         assert len([o for o in objects if o.Modality == "OT"]) > 0  # the Grad-CAM captures
@@ -307,6 +332,7 @@ def test_studies_without_masks_are_segmented_scored_and_superseded_by_a_drawn_ma
     finally:
         stop_process(daemon.proc)
     assert status.returncode == 0, status.stderr
+    assert "sent, committed by ORTHANC" in status.stdout
     new_srs = _srs(orthanc)
     assert len(new_srs) == 5
     for uid, sr in new_srs.items():

@@ -145,7 +145,8 @@ def test_an_outline_that_covers_only_part_of_the_dwi_lesion_is_declined() -> Non
     partial = judge(_probability(BOX), _image(), LIMITS, _dwi(large))
     assert not partial.passed
     assert any("the DWI-bright lesion around the outline is" in r for r in partial.reasons)
-    assert partial.dwi_lesion_ratio is not None and partial.dwi_lesion_ratio > 4
+    assert partial.dwi_lesion_ratio is not None
+    assert partial.dwi_lesion_ratio > 4
     # a tumour that is not DWI-bright (after treatment): nothing to compare, the check is left out
     dark = judge(_probability(BOX), _image(), LIMITS, _dwi(large, inside=120.0))
     assert dark.passed, dark.reasons

@@ -64,3 +64,21 @@ def test_an_index_of_schema_5_gains_the_mask_program_column(tmp_path: Path) -> N
         assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
     finally:
         index.close()
+
+
+def test_an_index_of_schema_6_gains_the_commitment_columns(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    Index(path).close()
+    db = sqlite3.connect(path)  # what larc wrote before storage commitment
+    db.execute("ALTER TABLE exports DROP COLUMN transaction_uid")
+    db.execute("ALTER TABLE exports DROP COLUMN committed_by")
+    db.execute("UPDATE schema_version SET version = 6")
+    db.commit()
+    db.close()
+    index = Index(path)
+    try:
+        columns = {r["name"] for r in index.query("PRAGMA table_info(exports)")}
+        assert {"transaction_uid", "committed_by"} <= columns
+        assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
+    finally:
+        index.close()

@@ -136,6 +136,7 @@ class ExportOut(BaseModel):
     attempts: int
     last_error: str | None
     sent_at: str | None
+    committed_by: str | None = None  # storage commitment: the AE title that committed all
 
 
 class ResultOut(BaseModel):

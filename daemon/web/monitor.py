@@ -167,15 +167,31 @@ class IndexCollector(Collector):
             "larc_exports_failed", "Exports given up after export.max_attempts",
             labels=["destination"],
         )  # fmt: skip
+        pending = GaugeMetricFamily(
+            "larc_exports_commitment_pending",
+            "Exports sent and waiting for the destination's storage commitment",
+            labels=["destination"],
+        )
+        committed = GaugeMetricFamily(
+            "larc_exports_committed",
+            "Exports whose every object the destination committed (storage commitment)",
+            labels=["destination"],
+        )
         for row in self.index.query(
-            "SELECT destination, SUM(attempts - (state = ?)) AS tries, "
-            "SUM(state = ?) AS parked FROM exports GROUP BY destination",
-            (ExportState.SENT, ExportState.FAILED),
-        ):
+            "SELECT destination, SUM(attempts - (state IN (?, ?))) AS tries, "
+            "SUM(state = ?) AS parked, SUM(state = ?) AS pending, "
+            "SUM(committed_by IS NOT NULL) AS committed FROM exports GROUP BY destination",
+            (ExportState.SENT, ExportState.COMMITTING, ExportState.FAILED,
+             ExportState.COMMITTING),
+        ):  # fmt: skip
             failures.add_metric([row["destination"]], row["tries"] or 0)
             parked.add_metric([row["destination"]], row["parked"] or 0)
+            pending.add_metric([row["destination"]], row["pending"] or 0)
+            committed.add_metric([row["destination"]], row["committed"] or 0)
         yield failures
         yield parked
+        yield pending
+        yield committed
 
     def _stages(self) -> Iterator[Metric]:
         histogram = HistogramMetricFamily(

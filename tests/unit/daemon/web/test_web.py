@@ -347,6 +347,24 @@ def test_metrics_count_from_the_index_and_health_names_what_fails(tmp_path: Path
     ready_or_queued = sum(n for (_, s), n in counts.items() if s in ("ready", "queued"))
     assert f'larc_queue_depth{{queue="daemon"}} {float(ready_or_queued)}' in text
     assert 'larc_stage_seconds_count{stage="scoring"}' in text
+    # storage commitment: one export waiting for it, one committed; neither is a failed try
+    index.record_result(
+        {"work_key": "k9", "case_id": "resp-0000003", "version": 1, "study_uid": "1",
+         "sr_sop_uid": "2", "sr_series_uid": "3", "scores": "{}", "files": "results/a.dcm"},
+        ["PACS", "PACS2"],
+    )  # fmt: skip
+    ids = [r["id"] for r in index.query("SELECT id FROM exports WHERE work_key = 'k9' ORDER BY id")]
+    index.await_commitment(ids[0], 1, "1.2", 1e12, wait=True)
+    index.await_commitment(ids[1], 1, "1.3", 1e12, wait=True)
+    index.record_committed(ids[1], "PACS2")
+    text = seeded.client.get("/metrics", headers=BEARER).text
+    assert 'larc_exports_commitment_pending{destination="PACS"} 1.0' in text
+    assert 'larc_exports_commitment_pending{destination="PACS2"} 0.0' in text
+    assert 'larc_exports_committed{destination="PACS2"} 1.0' in text
+    assert 'larc_export_failures_total{destination="PACS"} 0.0' in text
+    page = seeded.client.get("/cases/resp-0000003", headers=BEARER).text
+    assert "sent, commitment pending" in page
+    assert "committed by PACS2" in page
 
     health = seeded.client.get("/healthz", headers=BEARER)
     assert health.status_code == 503

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +33,7 @@ import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
 import yaml
 from PIL import Image
 
-from daemon.harness import read_index
+from daemon.harness import Redis, read_index
 from daemon.harness.peers import Orthanc, stop_process
 from daemon.web.outlines import OUTLINE_RGB
 from dicom_io.masks import rtstruct_mask, seg_mask
@@ -39,6 +41,7 @@ from dicom_io.sr import read_report
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import TrainedBundle, free_port, larc_status, start_daemon, storescu
 from tests.integration.scoring_checks import SR_CLASS, orthanc_dataset, orthanc_instances
+from tests.integration.test_scoring import _config, _worker
 from tests.unit.dicom_io.test_result_objects import dciodvfy_errors, sr_template_errors
 
 pytestmark = pytest.mark.slow
@@ -395,3 +398,45 @@ def test_a_mask_that_fails_its_gate_declines_the_case_and_sends_nothing(
     log = daemon.log()
     assert "automatic tumour mask of series" in log
     assert json.dumps(read_index(data_dir, "SELECT state FROM auto_masks")).count("failed") == 2
+
+
+def test_segmentation_runs_on_redis_workers_that_cannot_read_the_storage(
+    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle, redis_server: Redis
+) -> None:
+    """The ``larc.segment`` task over a real Redis, on a ``larc worker`` that sees none of the
+    daemon's storage (the T2W and DWI travel in the task): a study sent without masks is
+    outlined there, and both cases are scored on the outlines and exported with their SEGs."""
+    patient = cohort.out_dir / cohort.patients[2].patient_id
+    images = _copy(patient, tmp_path / "images", lambda name: not _is_mask(name))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = _config(
+        tmp_path,
+        broker={"url": redis_server.url},
+        models={"bundle_dir": trained_bundle.folder},
+        segmentation={"gate": PERMISSIVE},
+        scoring={"out_of_range": "warn"},
+    )
+    daemon = start_daemon(data_dir, config=config, extra=("--stable-age-s", "1"))
+    worker, worker_log = _worker(tmp_path, "worker", config, data_dir, stall=False)
+    try:
+        assert storescu(daemon.port, images).returncode == 0
+        _wait(
+            "both cases exported on automatic outlines made by the Redis worker",
+            lambda: [c["state"] for c in _cases(data_dir)] == ["exported", "exported"],
+            daemon,
+        )
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        stop_process(daemon.proc)
+    log = worker_log.read_text()
+    assert log.count("larc.segment[") >= 2, log[-3000:]  # one per T2W, on the worker
+    assert [m["state"] for m in read_index(data_dir, "SELECT state FROM auto_masks")] == [
+        "passed",
+        "passed",
+    ]
+    segs = [o for o in _outbox(data_dir) if o.SOPClassUID == SEG_CLASS]
+    assert len({s.StudyInstanceUID for s in segs}) == 2
+    assert {s.SegmentSequence[0].SegmentAlgorithmType for s in segs} == {"AUTOMATIC"}

@@ -215,9 +215,14 @@ class Harness:
                 "token": self.web_token,
                 "viewer_url": f"{pacs.url}/app/explorer.html#study?uuid={{orthanc_study_id}}",
             },
-            "export": {
+            "export": {  # Orthanc knows larc (DicomModalities): it commits what it stored
                 "destinations": [
-                    {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
+                    {
+                        "ae_title": pacs.aet,
+                        "host": "127.0.0.1",
+                        "port": pacs.dicom_port,
+                        "commitment": "required",
+                    }
                 ]
             },
         }

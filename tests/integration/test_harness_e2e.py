@@ -152,6 +152,7 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
                 (baseline_only.patient_id, "baseline"), (late_masks.patient_id, "response"),
                 (late_masks.patient_id, "baseline")]:  # fmt: skip
         assert states[key]["state"] == "exported", states[key]
+        assert states[key]["reason"].endswith("(committed by ORTHANC)"), states[key]  # RAD-10
     waiting = states[(baseline_only.patient_id, "response")]
     assert (waiting["state"], "no restaging study" in waiting["reason"]) == ("waiting", True)
     for kind in ("response", "baseline"):

@@ -137,6 +137,7 @@ def test_radiologist_reviews_a_case_and_amends_it_in_the_browser(
         page.fill("#token", harness.web_token)
         page.click("button[type=submit]")
         rows = page.locator("#worklist tbody tr")
+        page.wait_for_selector("#worklist tbody tr")  # the sign-in redirect has loaded it
         assert rows.count() == 8  # two cases per patient
         assert page.locator("#worklist .st-waiting").count() == 1  # baseline-only: no restaging
         assert page.locator("#worklist .st-held").count() == 2  # the mislabelled patient

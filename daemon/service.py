@@ -16,16 +16,17 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from daemon.export import Exporter
+from daemon.export.destinations import dicomweb_node
 from daemon.index import INDEX_FILE, Index
 from daemon.intake.assembly import Assembler, AutoSegmentation, log_ready
 from daemon.intake.ingest import Ingest
-from daemon.intake.priors import PriorRetriever
+from daemon.intake.priors import Archive, DicomWebArchive, DimseArchive, PriorRetriever
 from daemon.scoring.checks import InputPolicy
 from daemon.scoring.dispatcher import Dispatcher
 from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.segmenting import AutoSegmenter
-from daemon.settings import Settings, TlsSettings
+from daemon.settings import Destination, Settings, TlsSettings
 from dicom_io.roles import load_rules
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.scu import PacsNode
@@ -98,7 +99,10 @@ class Daemon:
             self.ingest,
         )
         self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
-        if any(d.commitment != "off" for d in settings.export.destinations):
+        if any(
+            isinstance(d, Destination) and d.commitment != "off"
+            for d in settings.export.destinations
+        ):
             self.listener = Listener(
                 self.listener.options, self.ingest, on_commitment=self.exporter.on_commitment
             )
@@ -210,10 +214,16 @@ class Daemon:
 
     def _prior_retriever(self, settings: Settings) -> PriorRetriever | None:
         pacs = settings.pacs
-        if pacs.ae_title is None or pacs.host is None or pacs.port is None:
+        how = pacs.prior_source  # the settings model checked that what it needs is set
+        archive: Archive
+        if how == "dimse" and pacs.ae_title and pacs.host and pacs.port:
+            node = PacsNode(pacs.ae_title, pacs.host, pacs.port, calling_ae=settings.scp.ae_title)
+            archive = DimseArchive(node, settings.scp.ae_title)
+        elif how == "dicomweb" and pacs.dicomweb is not None:
+            archive = DicomWebArchive(dicomweb_node(pacs.dicomweb), self.ingest)
+        else:
             return None
-        node = PacsNode(pacs.ae_title, pacs.host, pacs.port, calling_ae=settings.scp.ae_title)
-        return PriorRetriever(node, settings.scp.ae_title, self.index.study_uids_of_patient)
+        return PriorRetriever(archive, self.index.study_uids_of_patient)
 
     def start(self) -> None:
         """Clean up after a crash, then start listening."""

@@ -15,10 +15,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -201,17 +204,107 @@ class RolesSettings(_Section):
     )
 
 
+class HttpTlsSettings(_Section):
+    """TLS for an https:// DICOMweb server (used whenever its URL is https)."""
+
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the server [default: system]."
+    )
+    verify: bool = Field(
+        default=True,
+        description="Verify the server's certificate (turn off only for a test server).",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, when the server asks for one."
+    )
+    key_file: Path | None = Field(default=None, description="PEM key of the client certificate.")
+
+
+class DicomWebAuth(_Section):
+    """How larc signs in to a DICOMweb server: a bearer token, or basic auth (user name and
+    password), or neither."""
+
+    bearer_token: SecretStr | None = Field(
+        default=None, description="Sent as 'Authorization: Bearer <token>'."
+    )
+    username: str | None = Field(default=None, description="Basic auth user name.")
+    password: SecretStr | None = Field(default=None, description="Basic auth password.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DicomWebAuth:
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("give bearer_token or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
+def validate_http_url(value: str) -> str:
+    """An http:// or https:// URL with a host, without a trailing slash."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class DicomWebServer(_Section):
+    """A DICOMweb server (QIDO-RS, WADO-RS, STOW-RS under one root URL)."""
+
+    url: str = Field(description="The DICOMweb root, e.g. https://pacs.example.org/dicom-web.")
+    auth: DicomWebAuth = DicomWebAuth()
+    tls: HttpTlsSettings = HttpTlsSettings()
+    timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one HTTP request.")
+
+    _check_url = field_validator("url")(validate_http_url)
+
+
 class PacsSettings(_Section):
     """The PACS we query for priors and send results to."""
 
     ae_title: str | None = Field(default=None, description="The PACS's AE title.")
     host: str | None = Field(default=None, description="The PACS's host name or address.")
     port: Port | None = Field(default=None, description="The PACS's DICOM port.")
+    dicomweb: DicomWebServer | None = Field(
+        default=None,
+        description=(
+            "The PACS's DICOMweb root ({url, auth, tls, timeout_s}), for prior retrieval over "
+            "QIDO-RS and WADO-RS when it offers no C-FIND/C-MOVE to larc."
+        ),
+    )
+    prior_retrieval: Literal["auto", "dimse", "dicomweb", "off"] = Field(
+        default="auto",
+        description=(
+            "How priors are fetched: dimse (C-FIND + C-MOVE to scp.ae_title), dicomweb "
+            "(QIDO-RS + WADO-RS), off, or auto: dimse when ae_title, host and port are set, "
+            "else dicomweb when pacs.dicomweb is set, else off."
+        ),
+    )
 
     @field_validator("ae_title")
     @classmethod
     def _check_ae(cls, value: str | None) -> str | None:
         return None if value is None else validate_ae_title(value)
+
+    @property
+    def dimse_node_set(self) -> bool:
+        """Whether the PACS's AE title, host and port are all set."""
+        return self.ae_title is not None and self.host is not None and self.port is not None
+
+    @property
+    def prior_source(self) -> Literal["dimse", "dicomweb", "off"]:
+        """How priors are fetched, with ``auto`` resolved."""
+        if self.prior_retrieval != "auto":
+            return self.prior_retrieval
+        if self.dimse_node_set:
+            return "dimse"
+        return "dicomweb" if self.dicomweb is not None else "off"
+
+    @model_validator(mode="after")
+    def _retrieval_possible(self) -> PacsSettings:
+        if self.prior_retrieval == "dimse" and not self.dimse_node_set:
+            raise ValueError("prior_retrieval is dimse: set pacs.ae_title, host and port")
+        if self.prior_retrieval == "dicomweb" and self.dicomweb is None:
+            raise ValueError("prior_retrieval is dicomweb: set pacs.dicomweb.url")
+        return self
 
 
 class BrokerSettings(_Section):
@@ -391,17 +484,60 @@ class Destination(_Section):
     commitment_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for the commitment report."
     )
+    read_back: bool = Field(
+        default=False,
+        description=(
+            "After each send, ask the node with C-FIND (IMAGE level) for every instance sent; "
+            "one it does not list is a failed try. For nodes without storage commitment "
+            "(not with commitment: required)."
+        ),
+    )
 
     _check_ae = field_validator("ae_title")(validate_ae_title)
+
+    @model_validator(mode="after")
+    def _one_confirmation(self) -> Destination:
+        if self.read_back and self.commitment == "required":
+            raise ValueError(
+                "read_back confirms a node that has no storage commitment: with commitment: "
+                "required the commitment already confirms every object; set read_back: false"
+            )
+        return self
+
+
+class StowDestination(DicomWebServer):
+    """A DICOMweb server results are sent to with STOW-RS (multipart/related;
+    type="application/dicom"), e.g. a cloud PACS."""
+
+    read_back: bool = Field(
+        default=True,
+        description=(
+            "After each send, ask the server with QIDO-RS for every instance sent; one it does "
+            "not list is a failed try."
+        ),
+    )
+
+
+def _destination_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "stow" if "url" in value else "dimse"
+    return "stow" if isinstance(value, StowDestination) else "dimse"
+
+
+AnyDestination = Annotated[
+    Annotated[Destination, Tag("dimse")] | Annotated[StowDestination, Tag("stow")],
+    Discriminator(_destination_kind),
+]
 
 
 class ExportSettings(_Section):
     """Where results (SR, Grad-CAM Secondary Captures) go."""
 
-    destinations: tuple[Destination, ...] = Field(
+    destinations: tuple[AnyDestination, ...] = Field(
         default=(),
         description=(
-            "DICOM nodes to C-STORE results to. Empty: results are written under "
+            "Where results go: DICOM nodes ({ae_title, host, port, ...}: C-STORE) and DICOMweb "
+            "servers ({url, ...}: STOW-RS). Empty: results are written under "
             "<data_dir>/outbox/ (one file per SOP instance)."
         ),
     )
@@ -536,6 +672,7 @@ class ConfigError(ValueError):
 
 
 _SECRET_KEYS = frozenset({"web.token", "broker.url", "broker.result_backend"})
+_SECRET_FIELDS = frozenset({"password", "bearer_token"})  # wherever they appear
 
 
 def _describe(error: ValidationError) -> str:
@@ -544,7 +681,8 @@ def _describe(error: ValidationError) -> str:
         key = ".".join(str(part) for part in item["loc"])
         env = "LARC_" + "__".join(str(p).upper() for p in item["loc"] if isinstance(p, str))
         got = item.get("input")
-        shown = "" if isinstance(got, dict) or key in _SECRET_KEYS else f" (got {got!r})"
+        secret = key in _SECRET_KEYS or str(item["loc"][-1]) in _SECRET_FIELDS
+        shown = "" if isinstance(got, dict) or secret else f" (got {got!r})"
         lines.append(f"{key}: {item['msg']}{shown} [environment: {env}]")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
@@ -634,23 +772,52 @@ def reference_markdown() -> str:
         for sub_model, sub_prefix in nested:
             walk(sub_model, sub_prefix)
 
+    def item_rows(model: type[BaseModel], prefix: str) -> list[str]:
+        rows = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                rows += item_rows(annotation, f"{prefix}{name}.")
+                continue
+            default = "(required)" if field.is_required() else _default_text(field.default)
+            doc = (field.description or "").replace("|", "/")
+            rows.append(f"| `{prefix}{name}` | {default} | {doc} |")
+        return rows
+
     walk(Settings, [])
     lines += [
         "`scp.allowed_callers` is a list of `{ae_title, host}`; `host` is optional (an IP address",
         "or CIDR network). In the environment give it as JSON, e.g.",
         '`LARC_SCP__ALLOWED_CALLERS=\'[{"ae_title": "ORTHANC", "host": "10.0.0.5"}]\'`.',
         "",
-        "`export.destinations` is a list of `{ae_title, host, port, tls}` (`tls`: `enabled`,",
-        "`ca_file`, `cert_file`, `key_file`), e.g. in YAML:",
+        "`export.destinations` is a list; an entry with `url` is a DICOMweb server (STOW-RS),",
+        "any other a DICOM node (C-STORE), e.g. in YAML:",
         "",
         "```yaml",
         "export:",
         "  destinations:",
-        "    - {ae_title: ORTHANC, host: 10.0.0.5, port: 4242}",
+        "    - {ae_title: ORTHANC, host: 10.0.0.5, port: 4242, commitment: required}",
+        "    - url: https://cloud-pacs.example.org/dicom-web",
+        "      auth: {username: larc, password: change-me}",
         "```",
         "",
-        "Secrets (`broker.url`, `broker.result_backend`, `web.token`) are never printed by",
-        "`larc config check`.",
+    ]
+    for model, title in (
+        (Destination, "`export.destinations`: a DICOM node (C-STORE)"),
+        (StowDestination, "`export.destinations`: a DICOMweb server (STOW-RS)"),
+        (DicomWebServer, "`pacs.dicomweb`: priors over QIDO-RS and WADO-RS"),
+    ):
+        lines += [
+            f"### {title}",
+            "",
+            "| key | default | meaning |",
+            "|---|---|---|",
+            *item_rows(model, ""),
+            "",
+        ]
+    lines += [
+        "Secrets (`broker.url`, `broker.result_backend`, `web.token`, DICOMweb `bearer_token` and",
+        "`password`) are never printed by `larc config check`.",
         "",
     ]
     return "\n".join(lines)

@@ -4,8 +4,9 @@
 # tools that the test suite needs. Safe to run again: it only installs what is missing.
 #
 #   bash deploy/setup.sh          # runtime only
-#   bash deploy/setup.sh --dev    # runtime + test tools + redis-server, orthanc, dcmtk, dicom3tools,
-#                                 # chromium, pixelmed-apps (the TID 1500 validator)
+#   bash deploy/setup.sh --dev    # runtime + test tools + redis-server, orthanc, orthanc-dicomweb,
+#                                 # dcmtk, dicom3tools, chromium, pixelmed-apps (the TID 1500
+#                                 # validator), and the OHIF viewer (npm @ohif/app) in .ohif/
 #
 # Environment: PYTHON (interpreter for the venv, default python3), LARC_VENV (default .venv),
 # LARC_TORCH_SPEC (default torch==2.13.0, the CPU wheel; set e.g. "torch" for a CUDA build).
@@ -40,6 +41,7 @@ if [ "$dev" -eq 1 ]; then
       missing+=("$pkg")
     fi
   done
+  [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup.sh: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -74,5 +76,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ "$torch_spec" = "torch==2.13.0" ] && constraints=(-c deploy/constraints-cpu.txt)
   pip_install "${constraints[@]}" -e ".$extras"
   echo "$want" > "$stamp"
+fi
+if [ "$dev" -eq 1 ]; then
+  # The OHIF viewer's built dist/ (npm @ohif/app), served by `larc harness --viewer` and the
+  # viewer test against Orthanc's DICOMweb. Only the package's own tarball: no dependencies.
+  ohif_version=3.13.2
+  if [ ! -f ".ohif/$ohif_version/dist/index.html" ]; then
+    echo "setup.sh: fetching the OHIF viewer (@ohif/app@$ohif_version)"
+    rm -rf .ohif && mkdir -p ".ohif/$ohif_version"
+    (cd .ohif && npm pack --silent "@ohif/app@$ohif_version" >/dev/null)
+    tar -xzf ".ohif/ohif-app-$ohif_version.tgz" -C ".ohif/$ohif_version" --strip-components=1 package/dist
+    rm ".ohif/ohif-app-$ohif_version.tgz"
+  fi
 fi
 echo "setup.sh: ready ($("$venv/bin/larc" --version))"

@@ -37,11 +37,19 @@ class PacsNode:
     calling_ae: str
 
 
-def _associate(node: PacsNode, context: str) -> Association:
+def _associate(node: PacsNode, context: str, tls: ssl.SSLContext | None = None) -> Association:
     ae = AE(ae_title=node.calling_ae)
     ae.add_requested_context(context)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    try:
+        assoc = ae.associate(
+            node.host, node.port, ae_title=node.ae_title,
+            tls_args=(tls, node.host) if tls is not None else None,
+        )  # fmt: skip
+    except OSError as exc:  # TLS handshake, unreachable host
+        raise PacsUnavailableError(
+            f"cannot reach {node.ae_title} at {node.host}:{node.port}: {exc}"
+        ) from exc
     if not assoc.is_established:
         raise PacsUnavailableError(
             f"cannot associate with PACS {node.ae_title} at {node.host}:{node.port}"
@@ -147,6 +155,38 @@ def find_studies(node: PacsNode, patient_id: str, modality: str = "MR") -> list[
                 found.append(identifier)
     finally:
         assoc.release()
+    return found
+
+
+def find_instance_uids(
+    node: PacsNode, study_uid: str, series_uid: str, tls: ssl.SSLContext | None = None
+) -> set[str]:
+    """Image-level C-FIND (Study Root): the SOP Instance UIDs ``node`` holds in one series."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = series_uid
+    query.SOPInstanceUID = ""
+    assoc = _associate(node, StudyRootQueryRetrieveInformationModelFind, tls)
+    found: set[str] = set()
+    try:
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            if status is None or "Status" not in status:  # aborted, or no answer in time
+                raise PacsUnavailableError(
+                    f"{node.ae_title} did not answer the image-level C-FIND (does it know "
+                    f"larc's AE title {node.calling_ae}, and allow it to query?)"
+                )
+            if status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                found.add(str(identifier.get("SOPInstanceUID", "")))
+            elif status.Status != 0x0000:
+                raise PacsUnavailableError(
+                    f"{node.ae_title} refused the image-level C-FIND (status 0x{status.Status:04X})"
+                )
+    finally:
+        assoc.release()
+    found.discard("")
     return found
 
 

@@ -43,6 +43,8 @@ def _print_result(index: Index, case: CaseRow) -> None:
         state = str(export.state)
         if export.committed_by:
             state = f"{state}, committed by {export.committed_by}"
+        elif export.verified_by:
+            state = f"{state}, confirmed by {export.verified_by}"
         elif export.state == "committing":
             state = "sent, commitment pending"
         typer.echo(f"    export to {export.destination}: {state}, {export.attempts} tries{error}")

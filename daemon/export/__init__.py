@@ -1,6 +1,7 @@
 """Export: result objects to their destinations, with retries and parking.
 
-``destinations`` (one class per kind of destination: the outbox folder, a C-STORE peer) and
+``destinations`` (one class per kind of destination: the outbox folder, a C-STORE peer, a
+STOW-RS server) and
 ``exporter`` (the loop over due exports and the case states that follow from them).
 """
 
@@ -9,6 +10,7 @@ from daemon.export.destinations import (
     DestinationUnavailableError,
     ExportDestination,
     OutboxDestination,
+    StowRsDestination,
     client_tls,
     configured_destinations,
     destination_name,
@@ -22,6 +24,7 @@ __all__ = [
     "ExportOutcome",
     "Exporter",
     "OutboxDestination",
+    "StowRsDestination",
     "client_tls",
     "configured_destinations",
     "destination_name",

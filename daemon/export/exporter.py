@@ -5,7 +5,8 @@ that fails (PACS unreachable, an instance refused) is tried again after a backof
 up to ``export.backoff_max_s``; after ``export.max_attempts`` the export is parked as failed and
 its case is ``failed-export`` with the reason; ``larc retry-exports`` queues it again. A
 destination with ``commitment: required`` is sent only once it has committed every object (the
-export waits in ``committing``; a failed or overdue commitment is a failed try). Result
+export waits in ``committing``; a failed or overdue commitment is a failed try); one with
+``read_back`` is sent only once it lists every object sent (C-FIND or QIDO-RS). Result
 files stay under ``<data_dir>/results/`` whatever happens, so nothing is lost. The exporter
 owns the case states after ``done``: ``exported`` when every destination has the results.
 """
@@ -41,6 +42,14 @@ class ExportOutcome:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+
+
+def _confirmation(export: ExportRow) -> str:
+    if export.committed_by:
+        return f" (committed by {export.committed_by})"
+    if export.verified_by:
+        return f" (confirmed by {export.verified_by})"
+    return ""
 
 
 class Exporter:
@@ -109,10 +118,20 @@ class Exporter:
         logger.info(
             "case %s: %d result objects sent to %s", row.case_id, len(files), row.destination
         )
-        outcome.sent += 1
         if destination.commitment == "off":
-            self.index.update_export(row.id, ExportState.SENT, attempts, now, None)
+            verified_by = None
+            if destination.read_back:
+                try:
+                    verified_by = destination.confirm(files)
+                except (DestinationUnavailableError, OSError) as exc:
+                    self._failed_try(row, attempts, now, str(exc), outcome)
+                    return
+                logger.info("case %s: %s confirmed the results (%s)",
+                            row.case_id, row.destination, verified_by)  # fmt: skip
+            outcome.sent += 1
+            self.index.update_export(row.id, ExportState.SENT, attempts, now, None, verified_by)
             return
+        outcome.sent += 1
         required = destination.commitment == "required"
         transaction = generate_uid()
         # recorded before asking: the report may come back before request_commitment returns
@@ -185,10 +204,7 @@ class Exporter:
         if not exports:
             return
         if all(e.state == ExportState.SENT for e in exports):
-            sent_to = ", ".join(
-                e.destination + (f" (committed by {e.committed_by})" if e.committed_by else "")
-                for e in exports
-            )
+            sent_to = ", ".join(e.destination + _confirmation(e) for e in exports)
             self.index.set_case_state(
                 case_id, version, CaseState.EXPORTED, f"results sent to {sent_to}"
             )

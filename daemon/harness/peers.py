@@ -6,6 +6,7 @@ TCP_NODELAY from the environment; it is set, or small instances crawl at ~15/s (
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 ORTHANC = "/usr/sbin/Orthanc"
+# Debian's orthanc-dicomweb (STOW-RS, QIDO-RS, WADO-RS under /dicom-web/)
+ORTHANC_DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 STORESCP = "/usr/bin/storescp"
 STORESCU = "/usr/bin/storescu"  # dcmtk's; the venv's pynetdicom also installs a 'storescu'
 NODELAY_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -63,28 +66,41 @@ class Orthanc:
     http_port: int
     proc: subprocess.Popen[bytes]
     aet: str = "ORTHANC"
+    user: tuple[str, str] | None = None  # basic-auth user name and password, when required
 
     @property
     def url(self) -> str:
         """Base URL of the REST API."""
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (started with ``dicomweb=True``)."""
+        return f"{self.url}/dicom-web"
+
+    def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
+        request = urllib.request.Request(  # noqa: S310 - our own loopback Orthanc
+            self.url + path, data=data, method="POST" if data is not None else "GET"
+        )
+        if self.user is not None:
+            token = base64.b64encode(":".join(self.user).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
     def get(self, path: str) -> Any:
         """GET a REST resource as JSON."""
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(self._request(path), timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
 
     def post(self, path: str, body: Any) -> Any:
         """POST JSON to a REST resource; the answer as JSON."""
-        request = urllib.request.Request(  # noqa: S310 - our own loopback Orthanc
-            self.url + path, data=json.dumps(body).encode(), method="POST"
-        )
+        request = self._request(path, json.dumps(body).encode())
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
 
     def get_bytes(self, path: str) -> tuple[str, bytes]:
         """GET a REST resource as (content type, bytes)."""
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(self._request(path), timeout=30) as response:  # noqa: S310
             return response.headers.get("Content-Type", ""), response.read()
 
     def stop(self) -> None:
@@ -98,16 +114,30 @@ class Orthanc:
         modalities: dict[str, list[Any]] | None = None,
         base_config: Path | None = None,
         dicom_port: int | None = None,
+        dicomweb: bool = False,
+        user: tuple[str, str] | None = None,
         **config: Any,
     ) -> Orthanc:
         """Start Orthanc (Debian package) with storage under ``folder``; waits for its REST API.
 
         ``base_config`` (e.g. deploy/orthanc/orthanc.json) is read first; ports, folders,
         ``modalities`` and ``config`` replace its values, and its Lua scripts are taken from
-        beside it.
+        beside it. ``dicomweb``: load the DICOMweb plugin (``/dicom-web/``); ``user``: require
+        HTTP basic auth with this user name and password.
         """
         if not Path(ORTHANC).exists():
             raise FileNotFoundError(f"{ORTHANC} not found: install the Debian package 'orthanc'")
+        plugins: list[str] = []
+        if dicomweb:
+            if not Path(ORTHANC_DICOMWEB_PLUGIN).exists():
+                raise FileNotFoundError(
+                    f"{ORTHANC_DICOMWEB_PLUGIN} not found: install the Debian package "
+                    "'orthanc-dicomweb'"
+                )
+            plugins.append(ORTHANC_DICOMWEB_PLUGIN)
+            config.setdefault("DicomWeb", {"Enable": True, "Root": "/dicom-web/"})
+        if user is not None:
+            config.update(AuthenticationEnabled=True, RegisteredUsers={user[0]: user[1]})
         dicom_port, http_port = dicom_port or free_port(), free_port()
         base: dict[str, Any] = {}
         if base_config is not None:
@@ -128,7 +158,7 @@ class Orthanc:
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False,
             "DicomModalities": modalities or base.get("DicomModalities", {}),
-            "Plugins": [],
+            "Plugins": plugins,
             **config,
         }
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +170,7 @@ class Orthanc:
                 stderr=subprocess.STDOUT,
                 env=NODELAY_ENV,
             )
-        server = cls(dicom_port, http_port, proc)
+        server = cls(dicom_port, http_port, proc, user=user)
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:

@@ -332,17 +332,19 @@ class Index:
         return bool(added)
 
     def update_export(self, export_id: int, state: ExportState, attempts: int, next_at: float,
-                      error: str | None) -> None:  # fmt: skip
-        """Record the outcome of one try of an export."""
+                      error: str | None, verified_by: str | None = None) -> None:  # fmt: skip
+        """Record the outcome of one try of an export (``verified_by``: how a sent export was
+        read back from its destination, when it was)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE exports SET state = ?, attempts = ?, next_at = ?, last_error = ?, "
-                "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
+                "verified_by = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
                 (
                     state,
                     attempts,
                     next_at,
                     error,
+                    verified_by,
                     state == ExportState.SENT,
                     time.time(),
                     export_id,

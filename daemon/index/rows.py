@@ -216,6 +216,7 @@ class ExportRow:
     files: tuple[str, ...]
     transaction_uid: str | None = None  # the storage commitment asked for the last send
     committed_by: str | None = None  # AE title that committed every object (None: not yet/off)
+    verified_by: str | None = None  # how the last send was read back, e.g. "C-FIND read-back"
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ExportRow:
@@ -234,6 +235,7 @@ class ExportRow:
             files=tuple(f for f in row["files"].split("\n") if f),
             transaction_uid=row["transaction_uid"],
             committed_by=row["committed_by"],
+            verified_by=row["verified_by"],
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS exports (
     sent_at REAL,
     transaction_uid TEXT,
     committed_by TEXT,
+    verified_by TEXT,
     UNIQUE (work_key, destination)
 );
 CREATE TABLE IF NOT EXISTS duplicates (
@@ -200,7 +201,7 @@ def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
     row = db.execute("SELECT version FROM schema_version").fetchone()
     if row is None:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] in (1, 2, 3, 4, 5, 6):
+    elif row[0] in (1, 2, 3, 4, 5, 6, 7):
         if row[0] == 1:  # 1 -> 2: cases remember their work key and task
             db.execute("ALTER TABLE cases ADD COLUMN work_key TEXT")
             db.execute("ALTER TABLE cases ADD COLUMN task TEXT")
@@ -210,9 +211,10 @@ def create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
         # study is next classified; until then it counts as drawn, as it did before)
         if "machine_made_by" not in {r[1] for r in db.execute("PRAGMA table_info(series)")}:
             db.execute("ALTER TABLE series ADD COLUMN machine_made_by TEXT")
-        # 6 -> 7: exports remember the storage commitment asked for and who committed
+        # 6 -> 7: exports remember the storage commitment asked for and who committed;
+        # 7 -> 8: and how a send was read back (C-FIND, QIDO-RS) where there is no commitment
         exports = {r[1] for r in db.execute("PRAGMA table_info(exports)")}
-        for column in ("transaction_uid", "committed_by"):
+        for column in ("transaction_uid", "committed_by", "verified_by"):
             if column not in exports:
                 db.execute(f"ALTER TABLE exports ADD COLUMN {column} TEXT")
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))

@@ -137,6 +137,7 @@ class ExportOut(BaseModel):
     last_error: str | None
     sent_at: str | None
     committed_by: str | None = None  # storage commitment: the AE title that committed all
+    verified_by: str | None = None  # read-back: how the destination confirmed it holds all
 
 
 class ResultOut(BaseModel):

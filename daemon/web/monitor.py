@@ -177,10 +177,16 @@ class IndexCollector(Collector):
             "Exports whose every object the destination committed (storage commitment)",
             labels=["destination"],
         )
+        verified = GaugeMetricFamily(
+            "larc_exports_verified",
+            "Exports whose every object the destination listed when read back (C-FIND, QIDO-RS)",
+            labels=["destination"],
+        )
         for row in self.index.query(
             "SELECT destination, SUM(attempts - (state IN (?, ?))) AS tries, "
             "SUM(state = ?) AS parked, SUM(state = ?) AS pending, "
-            "SUM(committed_by IS NOT NULL) AS committed FROM exports GROUP BY destination",
+            "SUM(committed_by IS NOT NULL) AS committed, "
+            "SUM(verified_by IS NOT NULL) AS verified FROM exports GROUP BY destination",
             (ExportState.SENT, ExportState.COMMITTING, ExportState.FAILED,
              ExportState.COMMITTING),
         ):  # fmt: skip
@@ -188,10 +194,12 @@ class IndexCollector(Collector):
             parked.add_metric([row["destination"]], row["parked"] or 0)
             pending.add_metric([row["destination"]], row["pending"] or 0)
             committed.add_metric([row["destination"]], row["committed"] or 0)
+            verified.add_metric([row["destination"]], row["verified"] or 0)
         yield failures
         yield parked
         yield pending
         yield committed
+        yield verified
 
     def _stages(self) -> Iterator[Metric]:
         histogram = HistogramMetricFamily(

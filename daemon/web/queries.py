@@ -272,7 +272,8 @@ def _result(index: Index, data_dir: Path, row: Any, kind: str) -> dict[str, Any]
             )
     scores = json.loads(row["scores"])
     exports = index.query(
-        "SELECT destination, state, attempts, last_error, sent_at, committed_by FROM exports "
+        "SELECT destination, state, attempts, last_error, sent_at, committed_by, verified_by "
+        "FROM exports "
         "WHERE work_key = ? ORDER BY id",
         (row["work_key"],),
     )

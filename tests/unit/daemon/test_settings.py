@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import ConfigError, load_settings, reference_markdown
+from daemon.export.destinations import destination_name, dicomweb_node
+from daemon.settings import (
+    ConfigError,
+    Destination,
+    StowDestination,
+    load_settings,
+    reference_markdown,
+)
+from dicom_io.dicomweb import DicomWebNode
 
 
 def test_defaults_are_a_loopback_listener_on_11112() -> None:
@@ -90,3 +98,63 @@ def test_web_settings_check_the_viewer_link_and_the_proxies() -> None:
         load_settings(web={"trusted_proxies": ["the-proxy"]})
     assert not load_settings().web.authenticated  # no token, no header: the app stays off
     assert load_settings(web={"trusted_user_header": "X-Remote-User"}).web.authenticated
+
+
+def test_destinations_are_c_store_nodes_or_stow_rs_servers(tmp_path: Path) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text(
+        "export:\n  destinations:\n"
+        "    - {ae_title: ORTHANC, host: 127.0.0.1, port: 4242, read_back: true}\n"
+        "    - url: https://cloud.example.org/dicom-web/\n"
+        "      auth: {bearer_token: abc-token}\n"
+        "      tls: {ca_file: /etc/larc/ca.pem}\n"
+        "pacs:\n  dicomweb: {url: http://pacs:8042/dicom-web}\n"
+    )
+    settings = load_settings(config)
+    cstore, stow = settings.export.destinations
+    assert isinstance(cstore, Destination)
+    assert cstore.read_back
+    assert isinstance(stow, StowDestination)
+    assert stow.url == "https://cloud.example.org/dicom-web"
+    assert stow.read_back
+    assert destination_name(stow) == "https://cloud.example.org/dicom-web"
+    session = dicomweb_node(stow).client()._session
+    assert session.headers["Authorization"] == "Bearer abc-token"
+    assert session.verify == "/etc/larc/ca.pem"
+    assert settings.pacs.prior_source == "dicomweb"  # no AE title: priors over DICOMweb
+    assert DicomWebNode(url="http://user:pw@h:1/dw").name == "http://h:1/dw"  # no credentials
+
+
+@pytest.mark.parametrize(
+    ("yaml", "needle"),
+    [
+        ("export:\n  destinations:\n    - {url: ftp://x}\n", "not an http:// or https:// URL"),
+        (
+            "export:\n  destinations:\n    - {url: 'http://x', auth: {username: u}}\n",
+            "basic auth needs both username and password",
+        ),
+        (
+            "export:\n  destinations:\n    - {ae_title: P, host: h, port: 1, read_back: true, "
+            "commitment: required}\n",
+            "read_back confirms a node that has no storage commitment",
+        ),
+        ("pacs:\n  prior_retrieval: dicomweb\n", "set pacs.dicomweb.url"),
+    ],
+)
+def test_bad_destinations_and_prior_sources_are_named(
+    tmp_path: Path, yaml: str, needle: str
+) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text(yaml)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(config)
+
+
+def test_a_dicomweb_password_is_never_echoed_in_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text(
+        "export:\n  destinations:\n    - {url: 'http://x', auth: {password: hunter2-secret}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert "hunter2-secret" not in str(caught.value)

@@ -82,3 +82,20 @@ def test_an_index_of_schema_6_gains_the_commitment_columns(tmp_path: Path) -> No
         assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
     finally:
         index.close()
+
+
+def test_an_index_of_schema_7_gains_the_read_back_column(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    Index(path).close()
+    db = sqlite3.connect(path)  # what larc wrote before read-back confirmation
+    db.execute("ALTER TABLE exports DROP COLUMN verified_by")
+    db.execute("UPDATE schema_version SET version = 7")
+    db.commit()
+    db.close()
+    index = Index(path)
+    try:
+        columns = {r["name"] for r in index.query("PRAGMA table_info(exports)")}
+        assert "verified_by" in columns
+        assert index.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
+    finally:
+        index.close()

@@ -12,6 +12,10 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+# the tumour's colour wherever larc draws it: viewers take it from the SEG's
+# RecommendedDisplayCIELabValue (OHIF warns and picks its own without it), the worklist from here
+TUMOUR_DISPLAY_RGB = (255, 214, 0)  # yellow
+
 
 def tumour_segment(
     label: str = "Tumour", manual: bool = True, algorithm: str = "", algorithm_version: str = "1"
@@ -37,6 +41,7 @@ def tumour_segment(
         segment_label=label,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm,
+        display_color=hd.color.CIELabColor.from_rgb(*TUMOUR_DISPLAY_RGB),
         **how,
     )
 

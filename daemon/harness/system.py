@@ -5,8 +5,10 @@ A real Orthanc (Debian package) plays the PACS with the configuration shipped in
 stable MR study with its RTSTRUCT/SEG to larc; larc is declared as a modality, so C-MOVE of
 priors works), a private Redis is the broker, ``larc serve`` is the daemon (priors from and
 results to the Orthanc) and one or more
-``larc worker`` processes score. Everything is started by this module and stopped by PID,
-leaving no process behind. Used by ``larc harness``, the end-to-end tests and the benchmarks.
+``larc worker`` processes score; optionally the OHIF viewer reads the Orthanc over DICOMweb
+(:mod:`daemon.harness.viewer`) and the worklist links to it. Everything is started by this
+module and stopped by PID, leaving no process behind. Used by ``larc harness``, the
+end-to-end tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import yaml
 
 from daemon.cases import FINISHED
 from daemon.harness.peers import Orthanc, Redis, free_port, store_files, wait_for_port
+from daemon.harness.viewer import OhifViewer
 from daemon.index import INDEX_FILE, Index
 
 ORTHANC_CONFIG = Path(__file__).resolve().parent / "orthanc" / "orthanc.json"  # package data
@@ -101,7 +104,8 @@ class HarnessSpec:
 
     ``forward``: load the shipped Lua forwarding (off: Orthanc only answers C-FIND/C-MOVE
     and receives results). ``workers`` larc worker processes on Redis, or none: the daemon then
-    scores in its own threads (embedded default, no Redis started).
+    scores in its own threads (embedded default, no Redis started). ``viewer``: OHIF's built
+    ``dist/`` to serve against Orthanc's DICOMweb (loaded only then), or ``None``.
     """
 
     folder: Path
@@ -113,6 +117,7 @@ class HarnessSpec:
     stable_age_s: float = 1.0
     log_level: str = "INFO"
     settings: dict[str, Any] = field(default_factory=dict)
+    viewer: Path | None = None
 
 
 class Harness:
@@ -125,6 +130,7 @@ class Harness:
         self.redis: Redis | None = None
         self.daemon: LarcProcess | None = None
         self.workers: list[LarcProcess] = []
+        self.viewer: OhifViewer | None = None
         self.daemon_port = 0
         self.web_port = 0
         self.web_token = secrets.token_urlsafe(24)
@@ -174,8 +180,11 @@ class Harness:
             self.folder / "orthanc",
             modalities={"larc": ["LARC", "127.0.0.1", self.daemon_port]},
             base_config=ORTHANC_CONFIG,
+            dicomweb=spec.viewer is not None,
             **extra,
         )
+        if spec.viewer is not None:
+            self.viewer = OhifViewer(spec.viewer, self.orthanc.dicomweb_url)
         if spec.workers > 0:
             self.redis = Redis.start(self.folder / "redis")
         self.config_path.write_text(yaml.safe_dump(self.settings()))
@@ -213,7 +222,11 @@ class Harness:
             "web": {
                 "port": self.web_port,
                 "token": self.web_token,
-                "viewer_url": f"{pacs.url}/app/explorer.html#study?uuid={{orthanc_study_id}}",
+                "viewer_url": (
+                    self.viewer.study_url()
+                    if self.viewer is not None
+                    else f"{pacs.url}/app/explorer.html#study?uuid={{orthanc_study_id}}"
+                ),
             },
             "export": {  # Orthanc knows larc (DicomModalities): it commits what it stored
                 "destinations": [
@@ -240,6 +253,8 @@ class Harness:
             self.daemon.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.viewer is not None:
+            self.viewer.stop()
         if self.orthanc is not None:
             self.orthanc.stop()
 
@@ -348,6 +363,7 @@ class Harness:
                 "config": str(self.config_path),
             },
             "web": {"worklist": self.web_url, "token": self.web_token},
+            "viewer": self.viewer.url if self.viewer is not None else None,
             "redis": self.redis.url if self.redis else None,
             "workers": [w.name for w in self.workers],
             "folder": str(self.folder),

@@ -21,10 +21,11 @@ from daemon.index import Index
 from daemon.index.rows import AutoMaskRow, AutoMaskState
 from dicom_io.masks import resample_mask, seg_mask
 from dicom_io.roles import SeriesRole
+from dicom_io.seg import TUMOUR_DISPLAY_RGB
 from dicom_io.series import read_series, split_by_b_value
 
 SEQUENCES = ("t2w", "dwi")
-OUTLINE_RGB = (255, 214, 0)  # yellow, as viewers draw a segment's contour
+OUTLINE_RGB = TUMOUR_DISPLAY_RGB  # yellow, the colour larc's SEGs recommend to viewers
 MIN_SIDE_PX = 320  # small matrices are enlarged so that the outline can be seen
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -16,7 +17,7 @@ from dicom_io.errors import InvalidInputError
 from dicom_io.geometry import SliceStack, stack_from_datasets
 from dicom_io.masks import resample_mask, rtstruct_mask, seg_mask
 from dicom_io.roles import classify_series, machine_made_by
-from dicom_io.seg import binary_segmentation
+from dicom_io.seg import TUMOUR_DISPLAY_RGB, binary_segmentation
 from dicom_io.series import read_series, split_by_b_value
 from dicom_io.synthetic.anatomy import Tissue
 from dicom_io.synthetic.cohort import CohortResult, patient_scenes
@@ -198,6 +199,10 @@ def test_a_mask_a_program_made_on_its_own_names_the_program(cohort: CohortResult
             sop_instance_uid=generate_uid(), manufacturer="Vendor", model="M",
             software_version="1", manual=manual, algorithm="VendorSeg", algorithm_version="2.1",
         )  # fmt: skip
+    for seg in made.values():  # viewers show the tumour in larc's colour (OHIF warns without)
+        lab = seg.SegmentSequence[0].RecommendedDisplayCIELabValue
+        rgb = hd.color.CIELabColor.from_dicom_value(lab).to_rgb()
+        assert np.allclose(rgb, TUMOUR_DISPLAY_RGB, atol=2)
     assert machine_made_by(made[False]) == "VendorSeg"
     assert machine_made_by(made[True]) is None  # drawn
     assert classify_series([made[False]]).machine_made_by == "VendorSeg"

@@ -67,6 +67,19 @@ def harness(
     timeout_s: Annotated[
         float, typer.Option(help="With --exit-when-done: give up after this many seconds.")
     ] = 900,
+    viewer: Annotated[
+        bool,
+        typer.Option(
+            "--viewer/--no-viewer",
+            help="Serve the OHIF viewer against Orthanc's DICOMweb (needs orthanc-dicomweb and "
+            "the viewer that deploy/setup.sh --dev fetches into .ohif/); the worklist links "
+            "each study to it.",
+        ),
+    ] = True,
+    ohif_dist: Annotated[
+        Path | None,
+        typer.Option(help="OHIF's built dist/ folder [default: .ohif/<version>/dist]."),
+    ] = None,
 ) -> None:
     """Run larc as a hospital would, on free loopback ports of this machine.
 
@@ -74,11 +87,24 @@ def harness(
     forwards every stable MR study with its RTSTRUCT/SEG to larc; larc is declared in it for
     C-MOVE of priors and as the results' destination), Redis, larc serve and WORKERS larc
     worker processes; pushes a synthetic cohort (or --cohort) into Orthanc with dcmtk storescu
-    as a scanner would; prints where everything listens. Look at the results in Orthanc
-    Explorer (the printed REST URL) and with larc status --config FOLDER/larc.yaml. Every
-    process is stopped by PID on Ctrl-C, SIGTERM or when done.
+    as a scanner would; prints where everything listens. Look at the results in the OHIF viewer
+    (--viewer, the default: served against Orthanc's DICOMweb), in Orthanc Explorer (the
+    printed REST URL) and with larc status --config FOLDER/larc.yaml. Every process is stopped
+    by PID on Ctrl-C, SIGTERM or when done.
     """
     from daemon.harness import Harness, HarnessSpec
+    from daemon.harness.viewer import OHIF_VERSION, default_dist
+
+    dist = None
+    if viewer:
+        dist = ohif_dist or default_dist()
+        if dist is None or not (dist / "index.html").is_file():
+            typer.echo(
+                f"error: no OHIF viewer in {dist or '.ohif/'}: run `bash deploy/setup.sh --dev` "
+                f"(it fetches @ohif/app@{OHIF_VERSION}), give --ohif-dist, or use --no-viewer",
+                err=True,
+            )
+            raise typer.Exit(code=2)
 
     configure_logging("WARNING", False)
     if folder.exists():
@@ -101,6 +127,7 @@ def harness(
         workers=workers,
         orthanc_stable_age_s=orthanc_stable_age_s,
         stable_age_s=stable_age_s,
+        viewer=dist,
     )
     stop = threading.Event()
     with Harness(spec) as running:
@@ -112,6 +139,8 @@ def harness(
         )
         typer.echo(f"larc serve: DICOM {info['larc']['dicom']}, config {info['larc']['config']}")
         typer.echo(f"worklist: {info['web']['worklist']} (token {info['web']['token']})")
+        if info["viewer"]:
+            typer.echo(f"OHIF viewer: {info['viewer']} (Orthanc's DICOMweb)")
         typer.echo(f"Redis: {info['redis'] or 'not started (embedded scoring)'}")
         typer.echo(f"workers: {', '.join(info['workers']) or 'none (embedded scoring)'}")
         typer.echo(f"logs: {folder}/*.log")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
+import pydicom
 import typer
 
 from daemon.cli.common import ConfigOption, open_index, score_summary, settings_or_exit
@@ -27,26 +31,44 @@ def _print_studies(index: Index, patient_id: str) -> None:
             )
 
 
-def _print_result(index: Index, case: CaseRow) -> None:
+_KINDS = {"SR": "SR", "OT": "Grad-CAM SC", "SEG": "SEG"}  # Modality -> what larc calls it
+
+
+def object_kinds(data_dir: Path, files: tuple[str, ...]) -> str:
+    """What a result holds, by kind: e.g. ``SR, 6 Grad-CAM SC, SEG`` (from the file headers)."""
+    counts: Counter[str] = Counter()
+    for name in files:
+        try:
+            modality = pydicom.dcmread(
+                data_dir / name, stop_before_pixels=True, specific_tags=["Modality"]
+            ).get("Modality", "")
+        except (OSError, pydicom.errors.InvalidDicomError):
+            modality = "missing file"
+        counts[_KINDS.get(str(modality), str(modality) or "?")] += 1
+    order = [*_KINDS.values()]
+    kinds = sorted(counts, key=lambda k: order.index(k) if k in order else len(order))
+    return ", ".join(k if counts[k] == 1 else f"{counts[k]} {k}" for k in kinds)
+
+
+def _print_result(index: Index, case: CaseRow, data_dir: Path) -> None:
     if not case.work_key:
         return
     result = index.result(case.work_key)
     if result is None:
         return
     scores = result.scores
+    kinds = object_kinds(data_dir, result.files)
     typer.echo(f"    scores ({scores.get('model')}): {score_summary(case.kind, scores)}")
-    typer.echo(
-        f"    results: SR {result.sr_sop_uid} + {len(result.files) - 1} Secondary Capture(s)"
-    )
+    typer.echo(f"    results: {kinds} (SR {result.sr_sop_uid})")
     for export in index.exports_of(case.work_key):
         error = f" ({export.last_error})" if export.last_error else ""
         state = str(export.state)
         if export.committed_by:
-            state = f"{state}, committed by {export.committed_by}"
+            state = f"{state}, committed by {export.committed_by} ({kinds})"
         elif export.verified_by:
-            state = f"{state}, confirmed by {export.verified_by}"
+            state = f"{state}, confirmed by {export.verified_by} ({kinds})"
         elif export.state == "committing":
-            state = "sent, commitment pending"
+            state = f"sent, commitment pending ({kinds})"
         typer.echo(f"    export to {export.destination}: {state}, {export.attempts} tries{error}")
 
 
@@ -64,7 +86,7 @@ def status(config: ConfigOption = None) -> None:
                     f"  case {case.case_id} {case.kind} v{case.version}: "
                     f"{case.state} - {case.reason}"
                 )
-                _print_result(index, case)
+                _print_result(index, case, settings.storage.data_dir)
         rejections = index.recent_rejections(20)
         if rejections:
             typer.echo("recent rejections:")

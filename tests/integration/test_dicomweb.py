@@ -6,9 +6,7 @@ priors fetched over QIDO-RS + WADO-RS through the same ingest as a C-STORE."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -32,19 +30,11 @@ from dicom_io.scp import StoreRequest
 from dicom_io.storage import InstanceStore
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import require_tool
-from tests.integration.test_commitment import DELETE_ONE, _case, _results
+from tests.integration.test_commitment import DELETE_ONE, Setup, _case, _results, _until
 
 pytestmark = pytest.mark.integration
 
 USER = ("larc", "s3cret-password")
-
-
-@dataclass
-class Setup:
-    index: Index
-    exporter: Exporter
-    orthanc: Orthanc
-    files: list[Path]
 
 
 def _orthanc(tmp_path: Path, files: list[Path], lua: str | None) -> Orthanc:
@@ -90,18 +80,6 @@ def setup(tmp_path: Path, cohort: CohortResult, request: pytest.FixtureRequest) 
     finally:
         orthanc.stop()
         index.close()
-
-
-def _until(setup: Setup, done: str, timeout_s: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        setup.exporter.run_due()
-        case = dict(setup.index.query("SELECT state, reason FROM cases")[0])
-        if case["state"] == done:
-            return case | dict(setup.index.query("SELECT * FROM exports")[0])
-        time.sleep(0.2)
-    exports = [dict(r) for r in setup.index.query("SELECT * FROM exports")]
-    pytest.fail(f"case never {done}: {exports}")
 
 
 def _scanner_store(path: Path, ds: pydicom.Dataset) -> StoreRequest:

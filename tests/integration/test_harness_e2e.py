@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -168,6 +169,9 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
     ]:
         block = next(b for b in blocks if b.startswith(patient.patient_id))
         assert needle in block, block
+    # what was committed, by kind of object (IHE RAD-10: the PACS took responsibility)
+    assert re.search(r"export to ORTHANC\S*: sent, committed by ORTHANC \(SR, \d+ Grad-CAM SC\)",
+                     status), status  # fmt: skip
 
 
 def test_restaging_studies_alone_pull_their_baselines_from_the_pacs(
@@ -194,7 +198,7 @@ def test_restaging_studies_alone_pull_their_baselines_from_the_pacs(
     assert {s["study_uid"] for s in studies if s["timepoint"] == "baseline"} == baselines
     moved = {c["study_uid"] for c in callers if c["calling_ae"] == "ORTHANC"}
     assert moved == baselines  # they came from the PACS, by C-MOVE
-    assert "prior retrieval moved" in log
+    assert "prior retrieval fetched" in log
     assert sorted(c["state"] for c in cases) == ["exported"] * 4
     restaging = {p.studies["restaging"].study_instance_uid for p in patients}
     assert {uid for uid, n in per_study.items() if n["SR"] == 1} == baselines | restaging

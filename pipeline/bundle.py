@@ -173,7 +173,13 @@ class Bundle:
                 "the case was prepared with other preprocessing than the bundle's: prepare it "
                 "with the bundle's configuration"
             )
-        result: dict[str, Any] = {"model": self.version, "not_scored": {}}
+        result: dict[str, Any] = {
+            "model": self.version,
+            "not_scored": {  # what the outcomes it was trained on could not fit
+                name: f"not available in this bundle: {why}"
+                for name, why in (self.manifest.get("not_in_bundle") or {}).items()
+            },
+        }
         features, measured = feature_row(clinical or {}, inputs.features)
         result["measured_features"] = measured
         signatures = self.signatures(inputs)

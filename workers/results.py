@@ -183,6 +183,21 @@ def envelope_comments(warnings: list[str]) -> list[str]:
     ]
 
 
+_NOT_IN_BUNDLE = "not available in this bundle"
+_OUTPUT_NAMES = {"nomogram": "nomogram 3-year DM-free survival",
+                 "recurrence": "recurrence subtype and RRS"}  # fmt: skip
+
+
+def unavailable_comments(scores: dict[str, Any], kind: str) -> list[str]:
+    """The SR's note of each output this case kind would have had that the bundle does not
+    carry (its training outcomes could not fit it), with the reason."""
+    out = []
+    for name, why in sorted((scores.get("not_scored") or {}).items()):
+        if why.startswith(_NOT_IN_BUNDLE) and name.startswith("response_") == (kind == RESPONSE):
+            out.append(f"{_OUTPUT_NAMES.get(name, name)}: {why}")
+    return out
+
+
 def outline_comments(outlines: dict[str, str]) -> list[str]:
     """The SR's note of where each timepoint's tumour outline came from (the work order's
     words: drawn, or automatic and whether a radiologist reviewed it)."""
@@ -211,6 +226,7 @@ def result_objects(
         predecessor=payload.predecessor_reference(),
         comments=[
             *outline_comments(payload.outlines),
+            *unavailable_comments(scores, payload.kind),
             *envelope_comments(payload.warnings),
             *reading_comments(payload.clinical),
         ],

@@ -173,6 +173,8 @@ def print_bundle_summary(manifest: dict[str, Any], folder: Path) -> None:
         f"bundle {manifest['name']} {manifest['version']} written to {folder} "
         f"({manifest['seconds']} s)"
     )
+    for name, why in (manifest.get("not_in_bundle") or {}).items():
+        typer.echo(f"  not in this bundle: {name} ({why})")
     for key, value in (manifest.get("metrics") or {}).items():
         if isinstance(value, dict):
             ci = value.get("ci95")

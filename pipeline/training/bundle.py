@@ -99,6 +99,58 @@ def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) ->
     return table
 
 
+MIN_FIT_PATIENTS = 10  # fewest patients with what an optional model needs before it is fitted
+
+
+def check_outcomes(rows: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """What the outcomes allow, checked before any network is trained.
+
+    Raises ``ValueError`` naming every column the bundle cannot do without (the response label,
+    the distant-metastasis outcome); returns the optional models that cannot be fitted from
+    what is there, each with the reason (``nomogram``: cT stage, CEA and pathology ypN;
+    ``recurrence``: the recurrence outcome for subtypes and the RRS).
+    """
+
+    def filled(column: str) -> int:
+        return sum(1 for row in rows.values() if (row.get(column) or "").strip())
+
+    missing = []
+    if not filled("good_response") and not filled("trg"):
+        missing.append("good_response (0/1) or trg (0-3)")
+    missing += [c for c in ("dm_event", "dm_time_months") if not filled(c)]
+    if missing:
+        raise ValueError(
+            f"the outcomes have no values in {', '.join(missing)}: every bundle needs the "
+            "response label and the distant-metastasis outcome (months to metastasis or last "
+            "follow-up, and whether it occurred)"
+        )
+    skipped: dict[str, str] = {}
+    names = {"pre_mrt": "cT stage (pre_mrt)", "cea_ng_ml": "CEA (cea_ng_ml)",
+             "ypn_stage": "pathology ypN (ypn_stage)"}  # fmt: skip
+    absent = [names[c] for c in NOMOGRAM_FACTORS if c in names and not filled(c)]
+    if absent:
+        skipped["nomogram"] = f"no {', '.join(absent)} in the outcomes"
+    else:
+        complete = sum(
+            1 for row in rows.values()
+            if all((row.get(c) or "").strip() for c in (*names, "dm_time_months"))
+        )  # fmt: skip
+        if complete < MIN_FIT_PATIENTS:
+            skipped["nomogram"] = (
+                f"only {complete} patients have cT stage, CEA and ypN with a DM outcome "
+                f"(at least {MIN_FIT_PATIENTS} needed)"
+            )
+    recurrence = [c for c in ("rfs_time_months", "rfs_event") if not filled(c)]
+    if recurrence:
+        skipped["recurrence"] = f"no recurrence outcome ({', '.join(recurrence)}) in the outcomes"
+    elif filled("rfs_time_months") < MIN_FIT_PATIENTS:
+        skipped["recurrence"] = (
+            f"only {filled('rfs_time_months')} patients have a recurrence outcome "
+            f"(at least {MIN_FIT_PATIENTS} needed)"
+        )
+    return skipped
+
+
 def _split(table: pd.DataFrame, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     patients = list(table.index)
     if fraction <= 0:
@@ -147,9 +199,13 @@ def train_models(
 ) -> dict[str, Any]:
     """Train everything, write the bundle under ``run.out_dir``, return its manifest."""
     started = time.perf_counter()
+    labelled = {p: f for p, f in cases.items() if p in rows}
+    # before hours of training: what cannot be fitted is named (and skipped) now
+    skipped = check_outcomes({p: rows[p] for p in labelled})
+    for model, why in skipped.items():
+        log.warning("%s will not be in this bundle: %s", model, why)
     out = run.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    labelled = {p: f for p, f in cases.items() if p in rows}
     inputs, failures = prepare_cohort(
         labelled,
         run.preprocess,
@@ -206,7 +262,7 @@ def train_models(
         dm_models[sequence] = model
         torch_save(model, out / "weights" / "dm" / f"{sequence}.pt")
     table["dl_prob"] = table["dm_T2"] + table["dm_ADC"]
-    dm_manifest = _fit_dm(table, outcomes, train, out)
+    dm_manifest = _fit_dm(table, outcomes, train, out, nomogram="nomogram" not in skipped)
 
     # science D
     deep = {
@@ -219,7 +275,10 @@ def train_models(
         for p in patients
         if all(s in inputs[p].stacks for s in STACK_SEQUENCES)
     }
-    subtypes_manifest = _fit_subtypes(deep, outcomes, train, run.subtypes, out, run.response.seed)
+    subtypes_manifest = None
+    if "recurrence" not in skipped:
+        subtypes_manifest = _fit_subtypes(deep, outcomes, train, run.subtypes, out,
+                                          run.response.seed)  # fmt: skip
 
     segmentation = None
     if run.segmentation is not None:
@@ -277,6 +336,7 @@ def train_models(
         "response": response_manifest,
         "dm": dm_manifest,
         "subtypes": subtypes_manifest,
+        "not_in_bundle": skipped,  # models the outcomes could not fit, with the reason
         "segmentation": segmentation,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -331,8 +391,10 @@ def _fit_response(
 
 
 def _fit_dm(
-    table: pd.DataFrame, outcomes: pd.DataFrame, train: list[str], out: Path
+    table: pd.DataFrame, outcomes: pd.DataFrame, train: list[str], out: Path, nomogram: bool
 ) -> dict[str, Any]:
+    """The DLRS Cox model and its cut-off; with ``nomogram``, the nomogram and its clinical
+    comparator too."""
     frame = (
         pd.DataFrame(
             {
@@ -350,24 +412,28 @@ def _fit_dm(
     cutoff = RiskCutoff.fit(
         lp, frame["time"].to_numpy(), frame["event"].astype(int).to_numpy(), DM_HORIZON_MONTHS
     )
+    fitted: dict[str, Any] = {
+        "cox": "models/dm_cox.json",
+        "cutoff": cutoff.cutoff,
+        "horizon_months": DM_HORIZON_MONTHS,
+        "coefficients": dict(zip(cox.covariates, cox.coefficients, strict=True)),
+    }
+    if not nomogram:
+        return fitted
     factors = (
         table.loc[train, list(NOMOGRAM_FACTORS)]
         .assign(time=outcomes["dm_time_months"], event=outcomes["dm_event"])
         .dropna()
     )
-    nomogram = CoxModel.fit(factors, "time", "event")
-    nomogram.save(out / "models" / "nomogram_cox.json")
+    model = CoxModel.fit(factors, "time", "event")
+    model.save(out / "models" / "nomogram_cox.json")
     clinical = CoxModel.fit(factors.drop(columns=["dl_prob"]), "time", "event")
     clinical.save(out / "models" / "clinical_cox.json")
     ranges = {c: (float(factors[c].min()), float(factors[c].max())) for c in NOMOGRAM_FACTORS}
-    return {
-        "cox": "models/dm_cox.json",
-        "cutoff": cutoff.cutoff,
-        "horizon_months": DM_HORIZON_MONTHS,
+    return fitted | {
         "nomogram": "models/nomogram_cox.json",
         "clinical": "models/clinical_cox.json",
-        "nomogram_points": nomogram_points(nomogram, ranges),
-        "coefficients": dict(zip(cox.covariates, cox.coefficients, strict=True)),
+        "nomogram_points": nomogram_points(model, ranges),
     }
 
 
@@ -482,12 +548,22 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{nets['response']['width']}), six networks, out-of-fold signatures.",
         f"- Response classifiers: RBF-SVM on FDL, CR ({', '.join(cr)}) and CRD.",
         f"- Distant metastasis: {nets['dm']['backbone']} on T2W and ADC crop stacks; Cox on "
-        f"DL-prob (cut-off {manifest['dm']['cutoff']:.3f}); nomogram with cT stage, CEA, ypN.",
-        f"- Subtypes: k = {manifest['subtypes']['k']} clusters of deep features; RRS Cox on their "
-        "principal components.",
+        f"DL-prob (cut-off {manifest['dm']['cutoff']:.3f})"
+        + ("; nomogram with cT stage, CEA, ypN." if manifest["dm"].get("nomogram") else "."),
+        (
+            f"- Subtypes: k = {manifest['subtypes']['k']} clusters of deep features; RRS Cox on "
+            "their principal components."
+            if manifest.get("subtypes")
+            else "- Subtypes and RRS: not in this bundle."
+        ),
         "",
-        "## Held-out metrics",
     ]
+    missing = manifest.get("not_in_bundle") or {}
+    if missing:
+        lines += ["## Not in this bundle", ""]
+        lines += [f"- {name}: {why} (the SR says so)" for name, why in missing.items()]
+        lines.append("")
+    lines += ["## Held-out metrics"]
     metrics = manifest.get("metrics") or {}
     if not metrics:
         lines.append("No held-out patients: evaluate with `larc evaluate` on another cohort.")

@@ -13,10 +13,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from dicom_io.selection import select_files
 from pipeline.bundle import Bundle
+from pipeline.case import prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.manifest import BundleError
 from tests.conftest import LARC, TrainedBundle
+from workers.results import unavailable_comments
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,3 +106,73 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     artefacts = Path("test-artifacts")
     if artefacts.is_dir():
         shutil.copy(shot, artefacts / "evaluation-report.png")
+
+
+def test_a_spreadsheet_without_ypn_or_recurrence_trains_everything_else(
+    tmp_path: Path, trained_bundle: TrainedBundle
+) -> None:
+    """An imaging team's outcomes often lack pathology ypN and recurrence: the nomogram and the
+    subtypes/RRS are named and left out before any training, everything else is trained, and a
+    scored case (and its SR) says what this bundle does not give and why."""
+    cohort = trained_bundle.cohort
+    dropped = ("ypn_stage", "rfs_event", "rfs_time_months")
+    lines = cohort.labels_path.read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name not in dropped]
+    labels = tmp_path / "outcomes.csv"
+    labels.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines))
+    out = tmp_path / "bundle"
+    prepared = trained_bundle.folder.with_name(trained_bundle.folder.name + ".prepared")
+    if prepared.is_dir():  # the images prepared for the session's bundle: not read again
+        shutil.copytree(prepared, out.with_name("bundle.prepared"))
+    run = _larc(
+        "train", "models", "--cohort", str(cohort.out_dir), "--labels", str(labels),
+        "--out", str(out), "--folds", "2", "--epochs", "1", "--patience", "1",
+        "--width", "0.25", "--image-size", "32", "--stack-size", "32", "--stack-depth", "8",
+        "--no-n4", "--segmentation-epochs", "0",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "not in this bundle: nomogram (no pathology ypN (ypn_stage) in the outcomes)" in (
+        run.stdout
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["not_in_bundle"] == {
+        "nomogram": "no pathology ypN (ypn_stage) in the outcomes",
+        "recurrence": "no recurrence outcome (rfs_time_months, rfs_event) in the outcomes",
+    }
+    assert manifest["subtypes"] is None
+    assert "nomogram" not in manifest["dm"]
+    card = (out / "model_card.md").read_text()
+    assert "## Not in this bundle" in card
+    assert "recurrence: no recurrence outcome" in card
+    bundle = Bundle.load(out)
+    assert bundle.nomogram is None
+    assert bundle.subtypes is None
+    # a case scored with it: DM risk as usual, the missing outputs named with their reason
+    patient = cohort.patients[0]
+    inputs = prepare_case(
+        {t: select_files(sorted(patient.studies[t].directory.rglob("*.dcm")))
+         for t in ("baseline", "restaging")},
+        bundle.preprocess,
+    )  # fmt: skip
+    scores = bundle.score(inputs)
+    assert "distant_metastasis" in scores
+    assert "recurrence" not in scores
+    assert scores["not_scored"]["nomogram"].startswith("not available in this bundle: no path")
+    assert unavailable_comments(scores, "baseline") == [
+        "nomogram 3-year DM-free survival: not available in this bundle: no pathology ypN "
+        "(ypn_stage) in the outcomes",
+        "recurrence subtype and RRS: not available in this bundle: no recurrence outcome "
+        "(rfs_time_months, rfs_event) in the outcomes",
+    ]
+    assert unavailable_comments(scores, "response") == []
+
+    # the response label or the DM outcome missing: refused at once, before any training
+    header_only = tmp_path / "no-dm.csv"
+    keep = [i for i, name in enumerate(header) if not name.startswith("dm_")]
+    header_only.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines))
+    refused = _larc("train", "models", "--cohort", str(cohort.out_dir), "--labels",
+                    str(header_only), "--out", str(tmp_path / "refused"))  # fmt: skip
+    assert refused.returncode == 1
+    assert "the outcomes have no values in dm_event, dm_time_months" in refused.stderr
+    assert not (tmp_path / "refused" / "weights").exists()

@@ -16,6 +16,30 @@ from daemon.logs import configure_logging
 from pipeline.training.demo import DEMO_MATRIX, DEMO_SLICES
 
 
+def _viewer_dist(viewer: bool | None, ohif_dist: Path | None) -> Path | None:
+    """The OHIF dist the harness serves: ``None`` with --no-viewer, or (by default) when
+    setup fetched none; exits when --viewer was asked for and there is none."""
+    from daemon.harness.viewer import OHIF_VERSION, default_dist
+
+    if viewer is False:
+        return None
+    dist = ohif_dist or default_dist()
+    if viewer is None and dist is None:
+        typer.echo(
+            f"note: no OHIF viewer in .ohif/ (`bash deploy/setup.sh --dev` fetches "
+            f"@ohif/app@{OHIF_VERSION}): the worklist links to Orthanc Explorer",
+            err=True,
+        )
+    elif dist is None or not (dist / "index.html").is_file():
+        typer.echo(
+            f"error: no OHIF viewer in {dist or '.ohif/'}: run `bash deploy/setup.sh --dev` "
+            f"(it fetches @ohif/app@{OHIF_VERSION}), give --ohif-dist, or use --no-viewer",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    return dist
+
+
 def harness(
     folder: Annotated[
         Path, typer.Option(help="Folder for every server's files and logs (emptied first).")
@@ -68,14 +92,15 @@ def harness(
         float, typer.Option(help="With --exit-when-done: give up after this many seconds.")
     ] = 900,
     viewer: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--viewer/--no-viewer",
             help="Serve the OHIF viewer against Orthanc's DICOMweb (needs orthanc-dicomweb and "
             "the viewer that deploy/setup.sh --dev fetches into .ohif/); the worklist links "
-            "each study to it.",
+            "each study to it. [default: when the viewer is there]",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     ohif_dist: Annotated[
         Path | None,
         typer.Option(help="OHIF's built dist/ folder [default: .ohif/<version>/dist]."),
@@ -93,18 +118,8 @@ def harness(
     by PID on Ctrl-C, SIGTERM or when done.
     """
     from daemon.harness import Harness, HarnessSpec
-    from daemon.harness.viewer import OHIF_VERSION, default_dist
 
-    dist = None
-    if viewer:
-        dist = ohif_dist or default_dist()
-        if dist is None or not (dist / "index.html").is_file():
-            typer.echo(
-                f"error: no OHIF viewer in {dist or '.ohif/'}: run `bash deploy/setup.sh --dev` "
-                f"(it fetches @ohif/app@{OHIF_VERSION}), give --ohif-dist, or use --no-viewer",
-                err=True,
-            )
-            raise typer.Exit(code=2)
+    dist = _viewer_dist(viewer, ohif_dist)
 
     configure_logging("WARNING", False)
     if folder.exists():

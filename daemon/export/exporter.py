@@ -118,26 +118,26 @@ class Exporter:
         logger.info(
             "case %s: %d result objects sent to %s", row.case_id, len(files), row.destination
         )
+        verified_by = None
+        if destination.read_back:  # never with commitment: required (the settings refuse it)
+            try:
+                verified_by = destination.confirm(files)
+            except (DestinationUnavailableError, OSError) as exc:
+                self._failed_try(row, attempts, now, str(exc), outcome)
+                return
+            logger.info("case %s: %s confirmed the results (%s)",
+                        row.case_id, row.destination, verified_by)  # fmt: skip
+        outcome.sent += 1
         if destination.commitment == "off":
-            verified_by = None
-            if destination.read_back:
-                try:
-                    verified_by = destination.confirm(files)
-                except (DestinationUnavailableError, OSError) as exc:
-                    self._failed_try(row, attempts, now, str(exc), outcome)
-                    return
-                logger.info("case %s: %s confirmed the results (%s)",
-                            row.case_id, row.destination, verified_by)  # fmt: skip
-            outcome.sent += 1
             self.index.update_export(row.id, ExportState.SENT, attempts, now, None, verified_by)
             return
-        outcome.sent += 1
         required = destination.commitment == "required"
         transaction = generate_uid()
         # recorded before asking: the report may come back before request_commitment returns
         self.index.await_commitment(
-            row.id, attempts, transaction, now + destination.commitment_timeout_s, required
-        )
+            row.id, attempts, transaction, now + destination.commitment_timeout_s, required,
+            verified_by,
+        )  # fmt: skip
         try:
             destination.request_commitment(transaction, files)
         except (DestinationUnavailableError, OSError) as exc:

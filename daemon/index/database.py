@@ -352,16 +352,19 @@ class Index:
             )
 
     def await_commitment(self, export_id: int, attempts: int, transaction_uid: str,
-                         deadline: float, wait: bool) -> None:  # fmt: skip
+                         deadline: float, wait: bool,
+                         verified_by: str | None = None) -> None:  # fmt: skip
         """A send succeeded and its storage commitment was asked under ``transaction_uid``:
         ``wait`` (required) keeps the export committing until ``deadline``; otherwise it is
-        sent and the report, when it comes, only records who committed."""
+        sent and the report, when it comes, only records who committed (``verified_by``: how
+        the send was read back, for an optional commitment)."""
         state = ExportState.COMMITTING if wait else ExportState.SENT
         with self._transaction() as db:
             db.execute(
                 "UPDATE exports SET state = ?, attempts = ?, next_at = ?, last_error = NULL, "
-                "transaction_uid = ?, committed_by = NULL, sent_at = ? WHERE id = ?",
-                (state, attempts, deadline, transaction_uid, time.time(), export_id),
+                "transaction_uid = ?, committed_by = NULL, verified_by = ?, sent_at = ? "
+                "WHERE id = ?",
+                (state, attempts, deadline, transaction_uid, verified_by, time.time(), export_id),
             )
 
     def export_of_transaction(self, transaction_uid: str) -> ExportRow | None:

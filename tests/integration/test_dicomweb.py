@@ -56,7 +56,8 @@ def _orthanc(tmp_path: Path, files: list[Path], lua: str | None) -> Orthanc:
 @pytest.fixture
 def setup(tmp_path: Path, cohort: CohortResult, request: pytest.FixtureRequest) -> Iterator[Setup]:
     """An Orthanc with DICOMweb and basic auth, and an exporter with one destination;
-    ``request.param``: (destination kind "stow" or "cstore", password, Lua script or None)."""
+    ``request.param``: (destination kind "stow", "cstore" or "cstore-optional" (storage
+    commitment asked, not waited for), password, Lua script or None)."""
     kind, password, lua = request.param
     data_dir = tmp_path / "data"
     files = _results(data_dir, cohort, 3)
@@ -69,8 +70,9 @@ def setup(tmp_path: Path, cohort: CohortResult, request: pytest.FixtureRequest) 
         )
     else:
         destination = CStoreSettings(
-            ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port, read_back=True
-        )
+            ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port, read_back=True,
+            commitment="optional" if kind == "cstore-optional" else "off",
+        )  # fmt: skip
     index = Index(data_dir / "index.sqlite3")
     settings = ExportSettings(destinations=(destination,), max_attempts=2, backoff_s=0.2)
     exporter = Exporter(index, data_dir, settings, "LARC")
@@ -129,7 +131,9 @@ def test_an_object_the_server_does_not_keep_fails_the_qido_rs_read_back(setup: S
     assert failed["verified_by"] is None
 
 
-@pytest.mark.parametrize("setup", [("cstore", USER[1], None)], indirect=True)
+@pytest.mark.parametrize(
+    "setup", [("cstore", USER[1], None), ("cstore-optional", USER[1], None)], indirect=True
+)
 def test_a_c_store_destination_without_commitment_is_confirmed_by_c_find(setup: Setup) -> None:
     done = _until(setup, "exported")
     assert done["verified_by"] == "C-FIND read-back, 3 of 3"

@@ -172,3 +172,12 @@ def test_larc_worker_without_a_broker_says_what_to_set(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "broker.url is not set" in run.stderr
+
+
+def test_harness_asked_for_a_viewer_it_does_not_have_says_how_to_get_one(tmp_path: Path) -> None:
+    run = larc("harness", "--folder", str(tmp_path / "h"), "--viewer",
+               "--ohif-dist", str(tmp_path / "nothing"))  # fmt: skip
+    assert run.returncode == 2
+    assert "no OHIF viewer in" in run.stderr
+    assert "deploy/setup.sh --dev" in run.stderr
+    assert not (tmp_path / "h").exists()  # nothing started, nothing trained

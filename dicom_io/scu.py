@@ -132,6 +132,33 @@ def send_files(
     return result
 
 
+def _find(
+    node: PacsNode, query: Dataset, level: str, tls: ssl.SSLContext | None = None
+) -> list[Dataset]:
+    """The identifiers a Study Root C-FIND of ``query`` returns; :class:`PacsUnavailableError`
+    when the peer does not answer (aborted, timed out) or refuses the query."""
+    assoc = _associate(node, StudyRootQueryRetrieveInformationModelFind, tls)
+    found: list[Dataset] = []
+    try:
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            if status is None or "Status" not in status:  # aborted, or no answer in time
+                raise PacsUnavailableError(
+                    f"{node.ae_title} did not answer the {level} C-FIND (does it know "
+                    f"larc's AE title {node.calling_ae}, and allow it to query?)"
+                )
+            if status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                found.append(identifier)
+            elif status.Status != 0x0000:
+                raise PacsUnavailableError(
+                    f"{node.ae_title} refused the {level} C-FIND (status 0x{status.Status:04X})"
+                )
+    finally:
+        assoc.release()
+    return found
+
+
 def find_studies(node: PacsNode, patient_id: str, modality: str = "MR") -> list[Dataset]:
     """Study-level C-FIND: the patient's studies holding ``modality`` (UID, date, description)."""
     if not patient_id:
@@ -143,19 +170,7 @@ def find_studies(node: PacsNode, patient_id: str, modality: str = "MR") -> list[
     query.StudyInstanceUID = ""
     query.StudyDate = ""
     query.StudyDescription = ""
-    assoc = _associate(node, StudyRootQueryRetrieveInformationModelFind)
-    found: list[Dataset] = []
-    try:
-        for status, identifier in assoc.send_c_find(
-            query, StudyRootQueryRetrieveInformationModelFind
-        ):
-            if status is None:
-                raise PacsUnavailableError("the PACS did not answer the C-FIND")
-            if status.Status in (0xFF00, 0xFF01) and identifier is not None:
-                found.append(identifier)
-    finally:
-        assoc.release()
-    return found
+    return _find(node, query, "study-level")
 
 
 def find_instance_uids(
@@ -167,25 +182,7 @@ def find_instance_uids(
     query.StudyInstanceUID = study_uid
     query.SeriesInstanceUID = series_uid
     query.SOPInstanceUID = ""
-    assoc = _associate(node, StudyRootQueryRetrieveInformationModelFind, tls)
-    found: set[str] = set()
-    try:
-        for status, identifier in assoc.send_c_find(
-            query, StudyRootQueryRetrieveInformationModelFind
-        ):
-            if status is None or "Status" not in status:  # aborted, or no answer in time
-                raise PacsUnavailableError(
-                    f"{node.ae_title} did not answer the image-level C-FIND (does it know "
-                    f"larc's AE title {node.calling_ae}, and allow it to query?)"
-                )
-            if status.Status in (0xFF00, 0xFF01) and identifier is not None:
-                found.add(str(identifier.get("SOPInstanceUID", "")))
-            elif status.Status != 0x0000:
-                raise PacsUnavailableError(
-                    f"{node.ae_title} refused the image-level C-FIND (status 0x{status.Status:04X})"
-                )
-    finally:
-        assoc.release()
+    found = {str(i.get("SOPInstanceUID", "")) for i in _find(node, query, "image-level", tls)}
     found.discard("")
     return found
 

@@ -63,10 +63,8 @@ def _print_result(index: Index, case: CaseRow, data_dir: Path) -> None:
     for export in index.exports_of(case.work_key):
         error = f" ({export.last_error})" if export.last_error else ""
         state = str(export.state)
-        if export.committed_by:
-            state = f"{state}, committed by {export.committed_by} ({kinds})"
-        elif export.verified_by:
-            state = f"{state}, confirmed by {export.verified_by} ({kinds})"
+        if export.confirmation:
+            state = f"{state}, {export.confirmation} ({kinds})"
         elif export.state == "committing":
             state = f"sent, commitment pending ({kinds})"
         typer.echo(f"    export to {export.destination}: {state}, {export.attempts} tries{error}")

@@ -44,14 +44,6 @@ class ExportOutcome:
     failed: int = 0
 
 
-def _confirmation(export: ExportRow) -> str:
-    if export.committed_by:
-        return f" (committed by {export.committed_by})"
-    if export.verified_by:
-        return f" (confirmed by {export.verified_by})"
-    return ""
-
-
 class Exporter:
     """Sends due exports; :meth:`run_due` does one pass, :meth:`start` runs them in a thread."""
 
@@ -204,7 +196,9 @@ class Exporter:
         if not exports:
             return
         if all(e.state == ExportState.SENT for e in exports):
-            sent_to = ", ".join(e.destination + _confirmation(e) for e in exports)
+            sent_to = ", ".join(
+                e.destination + (f" ({e.confirmation})" if e.confirmation else "") for e in exports
+            )
             self.index.set_case_state(
                 case_id, version, CaseState.EXPORTED, f"results sent to {sent_to}"
             )

@@ -126,8 +126,6 @@ class _Handler(BaseHTTPRequestHandler):
         for name in ("Accept", "Content-Type"):
             if self.headers.get(name):
                 request.add_header(name, self.headers[name])
-        if self.server.authorization:
-            request.add_header("Authorization", self.server.authorization)
         try:
             with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 loopback
                 status, headers, data = answer.status, answer.headers, answer.read()
@@ -142,28 +140,26 @@ class _Handler(BaseHTTPRequestHandler):
 class _ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, dist: Path, upstream: str, authorization: str | None) -> None:
+    def __init__(self, port: int, dist: Path, upstream: str) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.dist = dist.resolve()
         self.upstream = upstream.rstrip("/")
-        self.authorization = authorization
         self.app_config = (APP_CONFIG % {"name": json.dumps("Orthanc (larc harness)")}).encode()
 
 
 class OhifViewer:
     """OHIF served on a free loopback port in a thread of this process; :meth:`stop` ends it."""
 
-    def __init__(self, dist: Path, dicomweb_url: str, authorization: str | None = None) -> None:
+    def __init__(self, dist: Path, dicomweb_url: str) -> None:
         """``dist``: OHIF's built ``dist/``; ``dicomweb_url``: the DICOMweb root it reads
-        (e.g. Orthanc's ``http://127.0.0.1:8042/dicom-web``); ``authorization``: an
-        ``Authorization`` header value the proxy adds upstream."""
+        (e.g. Orthanc's ``http://127.0.0.1:8042/dicom-web``, without authentication)."""
         if not (dist / "index.html").is_file():
             raise FileNotFoundError(
                 f"{dist} holds no built OHIF viewer: run `bash deploy/setup.sh --dev` "
                 f"(it fetches @ohif/app@{OHIF_VERSION} into .ohif/)"
             )
         self.port = free_port()
-        self._server = _ViewerServer(self.port, dist, dicomweb_url, authorization)
+        self._server = _ViewerServer(self.port, dist, dicomweb_url)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ohif-viewer", daemon=True
         )

@@ -238,6 +238,16 @@ class ExportRow:
             verified_by=row["verified_by"],
         )
 
+    @property
+    def confirmation(self) -> str | None:
+        """How the destination confirmed the last send: ``committed by ORTHANC`` (storage
+        commitment) or ``confirmed by C-FIND read-back, 3 of 3``; ``None`` when it did not."""
+        if self.committed_by:
+            return f"committed by {self.committed_by}"
+        if self.verified_by:
+            return f"confirmed by {self.verified_by}"
+        return None
+
 
 @dataclass(frozen=True)
 class RejectionRow(_Row):

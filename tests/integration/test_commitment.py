@@ -67,6 +67,16 @@ def _case(index: Index, files: list[Path], destinations: list[str]) -> None:
     )  # fmt: skip
 
 
+def lua_scripts(folder: Path, lua: str | None, files: list[Path]) -> dict[str, list[str]]:
+    """Orthanc settings loading ``lua`` (``@UID@``: the second file's SOP Instance UID), or none."""
+    if lua is None:
+        return {}
+    script = folder / "orthanc.lua"
+    uid = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID)
+    script.write_text(lua.replace("@UID@", uid))
+    return {"LuaScripts": [str(script)]}
+
+
 @pytest.fixture
 def setup(tmp_path: Path, cohort: CohortResult, request: pytest.FixtureRequest) -> Iterator[Setup]:
     """larc's listener (with the exporter's commitment handler) and an Orthanc that knows it;
@@ -76,12 +86,7 @@ def setup(tmp_path: Path, cohort: CohortResult, request: pytest.FixtureRequest) 
     data_dir = tmp_path / "data"
     files = _results(data_dir, cohort, 3)
     port = free_port()
-    config = {}
-    if lua is not None:
-        script = tmp_path / "orthanc.lua"
-        uid = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID)
-        script.write_text(lua.replace("@UID@", uid))
-        config["LuaScripts"] = [str(script)]
+    config = lua_scripts(tmp_path, lua, files)
     larc_port = port if where == "right" else free_port()  # a wrong port: no report arrives
     orthanc = Orthanc.start(
         tmp_path / "orthanc", modalities={"LARC": ["LARC", "127.0.0.1", larc_port]}, **config

@@ -30,7 +30,14 @@ from dicom_io.scp import StoreRequest
 from dicom_io.storage import InstanceStore
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import require_tool
-from tests.integration.test_commitment import DELETE_ONE, Setup, _case, _results, _until
+from tests.integration.test_commitment import (
+    DELETE_ONE,
+    Setup,
+    _case,
+    _results,
+    _until,
+    lua_scripts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +48,7 @@ def _orthanc(tmp_path: Path, files: list[Path], lua: str | None) -> Orthanc:
     """Orthanc with DICOMweb and basic auth; it knows larc (C-FIND is only for known nodes)."""
     require_tool("/usr/sbin/Orthanc")
     require_tool("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-    config = {}
-    if lua is not None:
-        script = tmp_path / "orthanc.lua"
-        uid = str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID)
-        script.write_text(lua.replace("@UID@", uid))
-        config["LuaScripts"] = [str(script)]
+    config = lua_scripts(tmp_path, lua, files)
     return Orthanc.start(
         tmp_path / "orthanc", modalities={"LARC": ["LARC", "127.0.0.1", 104]},
         dicomweb=True, user=USER, **config,

@@ -27,7 +27,7 @@ from dicom_io.sr import (
 )
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import require_tool
-from workers.results import envelope_comments, reading_comments
+from workers.results import envelope_comments, reading_comments, unavailable_comments
 
 WHEN = dt.datetime(2026, 11, 23, 10, 30, 0)
 ALGORITHM = Algorithm("larc-rectal", "1.2.3", "larc")
@@ -222,7 +222,10 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
         ),
     ]
     warning = "baseline T2W slice thickness 6.0 mm is outside the training range 2.5-5.0 mm"
-    comments = [*envelope_comments([warning]), *reading_comments({"pre_emvi": "1"})]
+    why = "not available in this bundle: no recurrence outcome (rfs_time_months, rfs_event)"
+    not_in_bundle = {"not_scored": {"recurrence": why}}
+    comments = [*unavailable_comments(not_in_bundle, "baseline"),
+                *envelope_comments([warning]), *reading_comments({"pre_emvi": "1"})]  # fmt: skip
     sr = measurement_report([pre, mask], groups, ALGORITHM, "key-b", WHEN, comments=comments)
     assert dciodvfy_errors(sr, tmp_path) == []
     errors, warnings = sr_template_findings(sr, tmp_path)
@@ -236,6 +239,10 @@ def test_a_baseline_risk_report_with_readings_passes_both_validators(
         "Warning: input outside the model's training envelope, scored anyway: " + warning in shown
     )
     assert "Radiologist-read inputs used: pre_emvi = 1" in shown
+    assert (
+        "recurrence subtype and RRS: not available in this bundle: no recurrence outcome "
+        "(rfs_time_months, rfs_event)" in shown
+    )
 
 
 def test_measurements_on_a_segmented_tumour_reference_its_segment(

@@ -190,7 +190,11 @@ class Daemon:
             settings.workers.lease_s,
             embedded=settings.broker.url is None,
             on_result=self.exporter.wake,
-            policy=InputPolicy(settings.scoring.out_of_range, settings.scoring.envelope_margin),
+            policy=InputPolicy(
+                settings.scoring.out_of_range,
+                settings.scoring.envelope_margin,
+                settings.scoring.require_validated,
+            ),
             segmenter=segmenter,
         )
 

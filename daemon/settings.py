@@ -389,6 +389,17 @@ class ScoringSettings(_Section):
             "(0.1: a 5.0 mm maximum admits 5.5 mm)."
         ),
     )
+    require_validated: bool = Field(
+        default=True,
+        description=(
+            "Send only the outputs the bundle's validation backs (AUC or C-index with the "
+            "lower bound of its 95 % CI above 0.5, on enough events: see the bundle's model "
+            "card). Any other output is left out of the SR and the worklist, which say "
+            "instead why (e.g. 'distant-metastasis risk: not available - this bundle's model "
+            "showed no discrimination in validation (C-index 0.49, 95% CI 0.40-0.59, ...)'). "
+            "false sends every output (research settings only)."
+        ),
+    )
 
 
 class GateSettings(_Section):

@@ -53,6 +53,7 @@ from pipeline.networks import (
     to_tensor,
 )
 from pipeline.segmentation import GateLimits, SegmenterConfig
+from pipeline.validation import withheld
 
 RESEARCH_USE = "Research use only - not for diagnostic decisions."
 DM_HORIZON_MONTHS = 36.0
@@ -78,6 +79,12 @@ class Bundle:
     rrs_cox: CoxModel | None = None
     # the automatic tumour segmenter (pipeline.segmentation), when the bundle carries one
     segmenter: tuple[nn.Module, SegmenterConfig, GateLimits] | None = None
+
+    @property
+    def withheld(self) -> dict[str, str]:
+        """The outputs its validation does not back, with the sentence the SR shows instead
+        (:mod:`pipeline.validation`)."""
+        return withheld(self.manifest)
 
     @property
     def version(self) -> str:
@@ -146,28 +153,38 @@ class Bundle:
                 )
         return out
 
-    def heat_maps(self, inputs: CaseInputs) -> dict[str, NDArray[np.float32]]:
+    def heat_maps(
+        self, inputs: CaseInputs, require_validated: bool = True
+    ) -> dict[str, NDArray[np.float32]]:
         """Grad-CAM (0-1, on the input's grid) of every network the case has inputs for: the
         response signatures by name (over the slice), the DM networks as ``dm_T2``/``dm_ADC``
-        (over the stack)."""
+        (over the stack). With ``require_validated``, none of a network whose output is
+        withheld (the signatures go with FDL, the DM networks with the DLRS)."""
         maps: dict[str, NDArray[np.float32]] = {}
+        held = self.withheld if require_validated else {}
         response_layer = GRADCAM_LAYERS[self.manifest["networks"]["response"]["backbone"]]
         for name, model in self.response_networks.items():
-            if name in inputs.slices:
+            if name in inputs.slices and "response_FDL" not in held:
                 image = to_tensor(inputs.slices[name].array[None])[0]
                 maps[name] = gradcam(model, image, response_layer)
         dm_layer = "backbone." + GRADCAM_LAYERS[self.manifest["networks"]["dm"]["backbone"]]
         for name, model in self.dm_networks.items():
-            if name in inputs.stacks:
+            if name in inputs.stacks and "distant_metastasis" not in held:
                 maps[f"dm_{name}"] = gradcam(model, inputs.stacks[name].array, dm_layer)
         return maps
 
     def score(
-        self, inputs: CaseInputs, clinical: Mapping[str, object] | None = None
+        self,
+        inputs: CaseInputs,
+        clinical: Mapping[str, object] | None = None,
+        require_validated: bool = True,
     ) -> dict[str, Any]:
         """Every score the case's inputs allow. ``clinical``: radiologist-read and clinical values
         by feature name (pre_mwt_mm, post_crm, cea_ng_ml, ...); LD, MWT and volume fall back to
-        the VOI measurements. Each score missing says why in ``not_scored``."""
+        the VOI measurements. Each score missing says why in ``not_scored``. With
+        ``require_validated`` (``scoring.require_validated``), an output the bundle's validation
+        does not back is left out, its reason in ``not_scored`` (evaluation and training score
+        everything: ``False``)."""
         if inputs.config_fingerprint != self.preprocess.fingerprint:
             raise PipelineInputError(
                 "the case was prepared with other preprocessing than the bundle's: prepare it "
@@ -196,6 +213,8 @@ class Bundle:
                 "predicted": "good" if p >= 0.5 else "poor",
             }
         self._score_baseline(inputs, features, result)
+        if require_validated:
+            withhold(result, self.withheld)
         return result
 
     def _score_baseline(
@@ -250,6 +269,28 @@ class Bundle:
                 "rrs": float(self.rrs_cox.linear_predictor(components)[0]),
                 "rfs_5y": float(self.rrs_cox.survival_at(components, RFS_HORIZON_MONTHS)[0]),
             }
+
+
+def withhold(result: dict[str, Any], reasons: Mapping[str, str]) -> None:
+    """Take each output named in ``reasons`` out of a :meth:`Bundle.score` result, in place,
+    with its reason in ``not_scored``: the response signatures go with FDL; the DLRS takes the
+    DM networks' probabilities, risk group and 3-year DMFS, leaving a validated nomogram."""
+    for name, why in reasons.items():
+        if name.startswith("response_"):
+            result.pop(name, None)
+            if name == "response_FDL":
+                result["signatures"] = {}
+        elif name in ("distant_metastasis", "recurrence"):
+            dm = result.pop(name, None)
+            keep = name == "distant_metastasis" and "nomogram" not in reasons
+            if keep and dm and "nomogram_dmfs_3y" in dm:  # a validated nomogram still goes
+                result[name] = {"nomogram_dmfs_3y": dm["nomogram_dmfs_3y"]}
+        elif name == "nomogram":
+            (result.get("distant_metastasis") or {}).pop("nomogram_dmfs_3y", None)
+        else:
+            continue
+        if name not in result["not_scored"]:  # a reason the case could not be scored stands
+            result["not_scored"][name] = why
 
 
 def signature_network_settings(backbone: str, width: float) -> dict[str, Any]:

@@ -73,8 +73,8 @@ def analyse(payload: CasePayload, bundle: Bundle) -> dict[str, Any]:
         inputs.require(slices=SIGNATURES)
     else:
         inputs.require(stacks=STACK_SEQUENCES)
-    scores = bundle.score(inputs, payload.clinical)
-    maps = bundle.heat_maps(inputs)
+    scores = bundle.score(inputs, payload.clinical, payload.require_validated)
+    maps = bundle.heat_maps(inputs, payload.require_validated)
     return {
         "scores": json.loads(json.dumps(scores, default=_plain)),
         "heat_maps": encode_maps(maps),

@@ -79,6 +79,8 @@ class CasePayload:
     warnings: list[str] = field(default_factory=list)
     # timepoint -> where its T2W tumour mask came from, in words (drawn, or automatic)
     outlines: dict[str, str] = field(default_factory=dict)
+    # scoring.require_validated: outputs the bundle's validation does not back are not sent
+    require_validated: bool = True
 
     @property
     def inputs(self) -> bytes:

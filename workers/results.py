@@ -23,6 +23,7 @@ from dicom_io.sr import (
 )
 from pipeline.case import CaseInputs
 from pipeline.kinds import BASELINE, PREFIX, RESTAGING
+from pipeline.validation import unavailable
 from workers.analysis import RESPONSE, decode_maps
 from workers.payload import CasePayload, dataset
 
@@ -149,7 +150,7 @@ def _captions(payload: CasePayload, name: str, scores: dict[str, Any]) -> list[s
         sequence = _SEQUENCE_NAME[name[3:]]
         dm = scores.get("distant_metastasis") or {}
         lines = [f"{sequence} baseline - Grad-CAM of the DM network"]
-        if dm:
+        if "dlrs" in dm:
             lines.append(
                 f"DM prob {dm.get(name[3:].lower().replace('t2', 't2w') + '_prob', 0):.2f}  "
                 f"DLRS {dm['dlrs']:.2f}  risk {dm['risk_group']}  3y DMFS {dm['dmfs_3y']:.2f}"
@@ -183,19 +184,11 @@ def envelope_comments(warnings: list[str]) -> list[str]:
     ]
 
 
-_NOT_IN_BUNDLE = "not available in this bundle"
-_OUTPUT_NAMES = {"nomogram": "nomogram 3-year DM-free survival",
-                 "recurrence": "recurrence subtype and RRS"}  # fmt: skip
-
-
 def unavailable_comments(scores: dict[str, Any], kind: str) -> list[str]:
-    """The SR's note of each output this case kind would have had that the bundle does not
-    carry (its training outcomes could not fit it), with the reason."""
-    out = []
-    for name, why in sorted((scores.get("not_scored") or {}).items()):
-        if why.startswith(_NOT_IN_BUNDLE) and name.startswith("response_") == (kind == RESPONSE):
-            out.append(f"{_OUTPUT_NAMES.get(name, name)}: {why}")
-    return out
+    """The SR's note of each output this case kind would have had that is not sent: the bundle
+    does not carry it (its training outcomes could not fit it) or its validation does not back
+    it (scoring.require_validated), with the reason."""
+    return [f"{what}: {why}" for what, why in unavailable(scores, kind == RESPONSE).items()]
 
 
 def outline_comments(outlines: dict[str, str]) -> list[str]:

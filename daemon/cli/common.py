@@ -15,6 +15,7 @@ import typer
 
 from daemon.index import INDEX_FILE, Index
 from daemon.settings import ConfigError, Settings, load_settings
+from pipeline.validation import unavailable, validation_lines
 
 ConfigOption = Annotated[
     Path | None,
@@ -66,9 +67,13 @@ def score_summary(kind: str, scores: dict[str, Any]) -> str:
     else:
         dm = scores.get("distant_metastasis") or {}
         recurrence = scores.get("recurrence") or {}
-        parts = [f"DM risk {dm['risk_group']} (DLRS {dm['dlrs']:.2f})"] if dm else []
-        parts += [f"3y DMFS {dm['dmfs_3y']:.2f}"] if dm else []
+        parts = [f"DM risk {dm['risk_group']} (DLRS {dm['dlrs']:.2f})"] if "dlrs" in dm else []
+        parts += [f"3y DMFS {dm['dmfs_3y']:.2f}"] if "dmfs_3y" in dm else []
+        if "nomogram_dmfs_3y" in dm:
+            parts.append(f"nomogram 3y DMFS {dm['nomogram_dmfs_3y']:.2f}")
         parts += [f"subtype {recurrence['subtype']}"] if recurrence else []
+    # outputs not sent: not in the bundle, or not backed by its validation
+    parts += [f"{what} not available" for what in unavailable(scores, kind == "response")]
     return ", ".join(parts) or "no score: " + "; ".join(
         f"{k}: {v}" for k, v in (scores.get("not_scored") or {}).items()
     )
@@ -180,3 +185,6 @@ def print_bundle_summary(manifest: dict[str, Any], folder: Path) -> None:
             ci = value.get("ci95")
             shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
             typer.echo(f"  held-out {key}: {shown}, n = {value['n']}")
+    typer.echo("validation (what larc sends with scoring.require_validated, the default):")
+    for line in validation_lines(manifest):
+        typer.echo(f"  {line}")

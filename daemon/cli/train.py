@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -308,6 +309,20 @@ def evaluate(
         ),
     ] = False,
     workers: WorkersOption = 0,
+    validate: Annotated[
+        Path | None,
+        typer.Option(
+            "--validate",
+            help="Also write a copy of the bundle into this new folder whose validation "
+            "includes this cohort as external patients: each output validated (sent) or not "
+            "by these patients, recorded in the manifest and the model card. Needs patients "
+            "the bundle was not trained on; the original bundle is left as it was.",
+        ),
+    ] = None,
+    validated_version: Annotated[
+        str | None,
+        typer.Option(help="Version of the --validate copy [default: VERSION+validated.DATE]."),
+    ] = None,
 ) -> None:
     """Evaluate a model bundle on a labelled cohort: JSON, PNG figures and one HTML report.
 
@@ -319,7 +334,8 @@ def evaluate(
     from pipeline.bundle import Bundle
     from pipeline.manifest import BundleError
     from pipeline.training.evaluate import evaluate as run_evaluation
-    from pipeline.training.evaluate import score_cohort
+    from pipeline.training.evaluate import score_cohort, validated_copy
+    from pipeline.validation import validation_lines
 
     try:
         loaded = Bundle.load(bundle)
@@ -344,6 +360,18 @@ def evaluate(
     if "c_index" in dm:
         typer.echo(f"DLRS: C-index {dm['c_index']['value']:.3f}, n = {dm['n']}")
     typer.echo(f"report: {out / 'report.html'}")
+    if validate is not None:
+        version = validated_version or (
+            f"{loaded.manifest['version']}+validated.{dt.date.today():%Y%m%d}"
+        )
+        try:
+            manifest = validated_copy(loaded, validate, version, scores, data.rows)
+        except ValueError as exc:
+            typer.echo(f"error: no validated bundle written: {exc}", err=True)
+            raise typer.Exit(code=1) from exc
+        typer.echo(f"bundle {manifest['name']} {version} written to {validate}:")
+        for line in validation_lines(manifest):
+            typer.echo(f"  {line}")
 
 
 @train_app.command("segmentation")

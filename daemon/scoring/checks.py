@@ -37,10 +37,12 @@ class CaseDeclined(Exception):  # noqa: N818 (a decision, not an error)
 
 @dataclass(frozen=True)
 class InputPolicy:
-    """``scoring.*``: what to do with a case outside the training envelope."""
+    """``scoring.*``: what to do with a case outside the training envelope, and with outputs
+    the bundle's validation does not back."""
 
     out_of_range: str = "decline"  # or "warn"
     margin: float = 0.1
+    require_validated: bool = True  # outputs the bundle's validation does not back: not sent
 
 
 def check_inputs(

@@ -201,4 +201,5 @@ class WorkOrders:
             clinical=self.index.readings(case.case_id),
             warnings=warnings,
             outlines=outlines,
+            require_validated=self.policy.require_validated,
         )

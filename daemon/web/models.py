@@ -16,7 +16,13 @@ class Scores(BaseModel):
     risk_group: str | None = Field(default=None, description="high or low DM risk")
     dlrs: float | None = None
     dmfs_3y: float | None = None
+    nomogram_dmfs_3y: float | None = None
     subtype: str | None = None
+    unavailable: dict[str, str] = Field(
+        default={},
+        description="outputs not sent, in words, each with why: not in the bundle, or not "
+        "backed by its validation (scoring.require_validated)",
+    )
 
 
 class CaseRow(BaseModel):

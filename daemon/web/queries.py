@@ -16,6 +16,7 @@ from daemon.cases import CaseKind, CaseState, recorded_series
 from daemon.index import Index
 from daemon.web.outlines import case_outlines, outline_marks
 from dicom_io.sr import read_report
+from pipeline.validation import unavailable
 
 STATES = tuple(CaseState)
 KINDS = (CaseKind.RESPONSE, CaseKind.BASELINE)
@@ -132,8 +133,11 @@ def score_summary(kind: str, scores: dict[str, Any] | None) -> dict[str, Any]:
     """The scores the worklist shows: P(good response) per model, or the DM risk."""
     if not scores:
         return {}
+    out: dict[str, Any] = {
+        # outputs not sent (not in the bundle, or not backed by its validation), in words
+        "unavailable": unavailable(scores, kind == "response")
+    }
     if kind == "response":
-        out: dict[str, Any] = {}
         for model in ("FDL", "CR", "CRD"):
             found = scores.get(f"response_{model}")
             if found:
@@ -143,7 +147,7 @@ def score_summary(kind: str, scores: dict[str, Any] | None) -> dict[str, Any]:
             out["predicted"] = fdl["predicted"]
         return out
     dm = scores.get("distant_metastasis") or {}
-    out = {k: dm[k] for k in ("risk_group", "dlrs", "dmfs_3y") if k in dm}
+    out |= {k: dm[k] for k in ("risk_group", "dlrs", "dmfs_3y", "nomogram_dmfs_3y") if k in dm}
     if scores.get("recurrence"):
         out["subtype"] = scores["recurrence"]["subtype"]
     return out

@@ -55,7 +55,7 @@ from pipeline.models import (
     save_estimator,
 )
 from pipeline.networks import dm_network, penultimate_features, predict_probability, to_tensor
-from pipeline.stats import auc_delong, harrell_c, harrell_c_ci
+from pipeline.stats import auc_delong, harrell_c_ci
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.networks import Progress, SignatureTraining, cross_validate
 from pipeline.training.segmentation import TRAINING_JSON as SEGMENTER_RECORD
@@ -64,6 +64,12 @@ from pipeline.training.segmentation import (
     SegmentationTraining,
     train_segmenter,
 )
+from pipeline.training.validation import (
+    held_out_estimates,
+    out_of_fold_estimates,
+    validation_record,
+)
+from pipeline.validation import DEFAULT_MIN_EVENTS, present_outputs, validation_lines
 
 SEGMENTATION_DIR = "segmentation"
 
@@ -87,6 +93,8 @@ class ModelRun:
     rules: tuple[RoleRule, ...] = DEFAULT_RULES
     cache: Path | None = None
     segmentation: SegmentationTraining | None = None  # None: the bundle carries no segmenter
+    # fewest events (binary: of each outcome) a validation estimate needs to decide on
+    min_events: int = DEFAULT_MIN_EVENTS
 
 
 def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
@@ -341,6 +349,13 @@ def train_models(
         "seconds": round(time.perf_counter() - started, 1),
     }
     manifest["metrics"] = _held_out_metrics(out, manifest, inputs, rows, outcomes, test)
+    manifest["validation"] = validation_record(
+        out_of_fold_estimates(table, outcomes, train, manifest, deep, run.response.folds,
+                              run.response.seed, NOMOGRAM_FACTORS),
+        held_out_estimates(manifest["metrics"]),
+        present_outputs(manifest),
+        run.min_events,
+    )  # fmt: skip
     (out / "training").mkdir(exist_ok=True)
     table.assign(split=["test" if p in test else "train" for p in table.index]).rename(
         index=patient_hash
@@ -482,7 +497,7 @@ def _held_out_metrics(
         return {}
     write_manifest(out, manifest)  # so the bundle loads as it will in production
     bundle = Bundle.load(out)
-    scores = {p: bundle.score(inputs[p], rows[p]) for p in test}
+    scores = {p: bundle.score(inputs[p], rows[p], require_validated=False) for p in test}
     metrics: dict[str, Any] = {"patients": len(test)}
     y = outcomes["good_response"]
     for name in ("FDL", "CR", "CRD"):
@@ -492,35 +507,27 @@ def _held_out_metrics(
             est = auc_delong(
                 labels, [scores[p][f"response_{name}"]["p_good_response"] for p in have]
             )
-            metrics[f"auc_{name}"] = {"value": est.auc, "ci95": [est.low, est.high], "n": len(have)}
-    have = [
-        p
-        for p in test
-        if "distant_metastasis" in scores[p] and not np.isnan(outcomes.loc[p, "dm_time_months"])
-    ]
-    if have:
-        t = outcomes.loc[have, "dm_time_months"].to_numpy()
-        e = outcomes.loc[have, "dm_event"].astype(int).to_numpy()
-        risk = np.array([scores[p]["distant_metastasis"]["dlrs"] for p in have])
-        if e.sum() > 0:
-            c, low, high = harrell_c_ci(t, e, risk, n_boot=300)
-            metrics["c_index_DLRS"] = {"value": c, "ci95": [low, high], "n": len(have)}
-    have = [
-        p
-        for p in test
-        if "recurrence" in scores[p] and not np.isnan(outcomes.loc[p, "rfs_time_months"])
-    ]
-    if have:
-        e = outcomes.loc[have, "rfs_event"].astype(int).to_numpy()
-        if e.sum() > 0:
-            metrics["c_index_RRS"] = {
-                "value": harrell_c(
-                    outcomes.loc[have, "rfs_time_months"].to_numpy(),
-                    e,
-                    [scores[p]["recurrence"]["rrs"] for p in have],
-                ),
-                "n": len(have),
-            }
+            metrics[f"auc_{name}"] = {"value": est.auc, "ci95": [est.low, est.high],
+                                      "n": len(have), "events": int(labels.sum()),
+                                      "non_events": int(len(labels) - labels.sum())}  # fmt: skip
+    dm = {p: scores[p]["distant_metastasis"] for p in test if "distant_metastasis" in scores[p]}
+    risks = {
+        "c_index_DLRS": {p: s["dlrs"] for p, s in dm.items()},
+        # the nomogram's risk: one minus its 3-year DM-free survival
+        "c_index_nomogram": {p: 1 - s["nomogram_dmfs_3y"] for p, s in dm.items()
+                             if "nomogram_dmfs_3y" in s},
+        "c_index_RRS": {p: scores[p]["recurrence"]["rrs"] for p in test
+                        if "recurrence" in scores[p]},
+    }  # fmt: skip
+    for key, risk in risks.items():
+        prefix = "rfs" if key == "c_index_RRS" else "dm"
+        have = [p for p in risk if not np.isnan(outcomes.loc[p, f"{prefix}_time_months"])]
+        e = outcomes.loc[have, f"{prefix}_event"].astype(int).to_numpy()
+        if have and e.sum() > 0:
+            c, low, high = harrell_c_ci(outcomes.loc[have, f"{prefix}_time_months"].to_numpy(),
+                                        e, [risk[p] for p in have], n_boot=300)  # fmt: skip
+            metrics[key] = {"value": c, "ci95": [low, high], "n": len(have),
+                            "events": int(e.sum())}  # fmt: skip
     return metrics
 
 
@@ -572,6 +579,22 @@ def model_card(manifest: dict[str, Any]) -> str:
             ci = value.get("ci95")
             shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
             lines.append(f"- {key}: {shown}, n = {value['n']}")
+    lines += ["", "## Validation", ""]
+    lines += [
+        f"What larc sends: with scoring.require_validated (the default) an output is sent only "
+        f"when the lower bound of the 95% CI of its AUC or C-index lies above 0.5, on at least "
+        f"{(manifest.get('validation') or {}).get('min_events', DEFAULT_MIN_EVENTS)} events "
+        "(out-of-fold on the training patients and on the held-out patients; once a hospital "
+        "validates the bundle on its own patients with larc evaluate --validate, on those).",
+        "",
+    ]
+    lines += [f"- {line}" for line in validation_lines(manifest)]
+    history = (manifest.get("validation") or {}).get("history") or []
+    lines += [
+        f"- {h['date']}: external validation on {h['patients']} patients (cohort "
+        f"`{h['cohort_fingerprint']}`), from version {h['from_version']}"
+        for h in history
+    ]
     lines += [
         "",
         "## Preprocessing",

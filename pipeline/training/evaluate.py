@@ -10,10 +10,13 @@ nomogram's points table.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import html
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from pipeline.bundle import DM_HORIZON_MONTHS, RESEARCH_USE, RFS_HORIZON_MONTHS,
 from pipeline.case import CaseInputs
 from pipeline.features import feature_row
 from pipeline.kinds import SIGNATURES
+from pipeline.manifest import write_manifest
 from pipeline.models import add_deltas, horizon_outcome
 from pipeline.stats import (
     auc_delong,
@@ -45,7 +49,10 @@ from pipeline.stats import (
     threshold_metrics,
     time_dependent_auc,
 )
+from pipeline.training.bundle import model_card
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
+from pipeline.training.validation import external_estimates
+from pipeline.validation import revalidate
 
 log = logging.getLogger(__name__)
 RESPONSE_MODELS = ("FDL", "CR", "CRD")
@@ -77,7 +84,8 @@ def score_cohort(
         workers=workers,
         progress=prepared,
     )
-    scores = {p: bundle.score(inputs[p], rows[p]) for p in sorted(inputs)}
+    # every output, validated or not: this is the validation
+    scores = {p: bundle.score(inputs[p], rows[p], require_validated=False) for p in sorted(inputs)}
     return scores, inputs, failures
 
 
@@ -356,6 +364,44 @@ def _nomogram_figure(points: Mapping[str, Any], path: Path) -> str:
     plt.xlabel("points")
     plt.title("Nomogram (distant metastasis): points per factor")
     return _figure(path)
+
+
+def validated_copy(
+    bundle: Bundle,
+    out: Path,
+    version: str,
+    scores: Mapping[str, dict[str, Any]],
+    rows: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    """A copy of ``bundle`` in ``out`` as ``version`` whose outputs' validation includes this
+    external cohort (:func:`pipeline.validation.revalidate`): each output validated or not
+    again by the hospital's own patients, the change recorded in ``validation.history`` and the
+    model card. The original bundle is left as it was. Returns the new manifest."""
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty: name a new folder for the bundle")
+    trained = set(bundle.manifest["training_data"].get("train_patients_sha256", []))
+    seen = [p for p in scores if patient_hash(p) in trained]
+    if seen:
+        raise ValueError(
+            f"{len(seen)} of the cohort's patients trained the bundle: an external validation "
+            "needs patients it has not seen (use --held-out-only)"
+        )
+    estimates = external_estimates(scores, rows)
+    record = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "from_version": bundle.manifest["version"],
+        "cohort_fingerprint": hashlib.sha256(
+            "\n".join(sorted(patient_hash(p) for p in scores)).encode()
+        ).hexdigest()[:32],
+        "patients": len(scores),
+    }
+    shutil.copytree(bundle.folder, out, dirs_exist_ok=True)
+    manifest = revalidate(dict(bundle.manifest), estimates, record)
+    manifest["version"] = version
+    manifest.pop("files", None)
+    (out / "model_card.md").write_text(model_card(manifest))
+    write_manifest(out, manifest)
+    return manifest
 
 
 def evaluate(

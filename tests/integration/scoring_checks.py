@@ -35,7 +35,8 @@ def direct_scores(bundle: TrainedBundle, patient: PatientResult, kind: str) -> d
         signatures=SIGNATURES if kind == "response" else (),
         stacks=kind == "baseline",
     )
-    return Bundle.load(bundle.folder).score(inputs)
+    # every output, as the tests' daemons send with the gate off (tests/conftest.py: GATE_OFF)
+    return Bundle.load(bundle.folder).score(inputs, require_validated=False)
 
 
 def sr_numbers(sr: pydicom.Dataset) -> dict[str, float]:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -18,6 +19,9 @@ from pipeline.bundle import Bundle
 from pipeline.case import prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.manifest import BundleError
+from pipeline.training.cohort import patient_hash
+from pipeline.training.evaluate import validated_copy
+from pipeline.validation import Estimate, decide, present_outputs, validation_lines
 from tests.conftest import LARC, TrainedBundle
 from workers.results import unavailable_comments
 
@@ -63,15 +67,20 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     assert "Training envelope" in card
     with pytest.raises(BundleError, match="other preprocessing"):
         Bundle.load(bundle_dir, expected=PreprocessConfig())
+    _check_training_validation(manifest, trained.stdout, card)
 
     report_dir = tmp_path / "report"
+    validated_dir = tmp_path / "validated"
     evaluated = _larc(
         "evaluate", "--bundle", str(bundle_dir), "--cohort", str(cohort.out_dir),
-        "--out", str(report_dir), "--held-out-only",
+        "--out", str(report_dir), "--held-out-only", "--validate", str(validated_dir),
+        "--validated-version", "9.9.9+site",
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "FDL: AUC" in evaluated.stdout
     metrics = json.loads((report_dir / "metrics.json").read_text())
+    _check_external_validation(bundle_dir, validated_dir, metrics, evaluated.stdout,
+                               [p.patient_id for p in cohort.patients])  # fmt: skip
     assert metrics["patients_scored"] == manifest["training_data"]["test"]
     fdl = metrics["response"]["models"]["FDL"]
     assert 0.0 <= fdl["auc_ci95_delong"][0] <= fdl["auc"] <= fdl["auc_ci95_delong"][1] <= 1.0
@@ -106,6 +115,66 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     artefacts = Path("test-artifacts")
     if artefacts.is_dir():
         shutil.copy(shot, artefacts / "evaluation-report.png")
+
+
+def _check_training_validation(manifest: dict[str, Any], summary: str, card: str) -> None:
+    """Every output of a new bundle carries its validation: out-of-fold on the training
+    patients and on the held-out patients, with CIs, and the status the rule gives."""
+    validation = manifest["validation"]
+    assert set(validation["outputs"]) == set(present_outputs(manifest))
+    for name, entry in validation["outputs"].items():
+        estimates = [Estimate.from_json(e) for e in entry["estimates"]]
+        assert (entry["status"], entry["reason"]) == decide(
+            entry["metric"], estimates, validation["min_events"]
+        )
+        for e in estimates:
+            assert 0.0 <= e.low <= e.value <= e.high <= 1.0, (name, e)
+            assert e.n > 0
+    for name in ("response_FDL", "response_CR", "response_CRD", "distant_metastasis"):
+        cohorts = [e["cohort"] for e in validation["outputs"][name]["estimates"]]
+        assert cohorts[0] == "out_of_fold", (name, cohorts)
+    held = validation["outputs"]["response_FDL"]["estimates"][-1]
+    assert held["cohort"] == "held_out"
+    assert held["value"] == manifest["metrics"]["auc_FDL"]["value"]
+    # said where people read it: the training summary and the model card
+    for line in validation_lines(manifest):
+        assert f"  {line}" in summary
+        assert f"- {line}" in card
+
+
+def _check_external_validation(
+    original: Path, validated: Path, metrics: dict[str, Any], stdout: str, patients: list[str]
+) -> None:
+    """larc evaluate --validate: a new bundle version whose validation includes the evaluated
+    patients as external ones; the original bundle is untouched."""
+    before = json.loads((original / "manifest.json").read_text())
+    after = Bundle.load(validated).manifest
+    assert after["version"] == "9.9.9+site"
+    assert before["version"] == "9.9.9"
+    assert "history" not in before["validation"]
+    (record,) = after["validation"]["history"]
+    assert record["from_version"] == "9.9.9"
+    assert record["patients"] == metrics["patients_scored"]
+    fdl = after["validation"]["outputs"]["response_FDL"]
+    external = fdl["estimates"][-1]
+    assert external["cohort"] == "external"
+    assert external["value"] == pytest.approx(metrics["response"]["models"]["FDL"]["auc"])
+    assert external["ci95"] == pytest.approx(
+        metrics["response"]["models"]["FDL"]["auc_ci95_delong"]
+    )
+    assert record["outputs"]["response_FDL"] == fdl["status"]
+    for line in validation_lines(after):
+        assert f"  {line}" in stdout
+    card = (validated / "model_card.md").read_text()
+    assert f"external validation on {record['patients']} patients" in card
+    # patients the bundle was trained on are no external validation
+    loaded = Bundle.load(original)
+    trained = json.loads((original / "manifest.json").read_text())["training_data"]
+    hashes = set(trained["train_patients_sha256"])
+    seen: dict[str, dict[str, Any]] = {p: {} for p in patients if patient_hash(p) in hashes}
+    assert seen
+    with pytest.raises(ValueError, match="trained the bundle"):
+        validated_copy(loaded, original.parent / "refused", "x", seen, {p: {} for p in seen})
 
 
 def test_a_spreadsheet_without_ypn_or_recurrence_trains_everything_else(
@@ -155,7 +224,7 @@ def test_a_spreadsheet_without_ypn_or_recurrence_trains_everything_else(
          for t in ("baseline", "restaging")},
         bundle.preprocess,
     )  # fmt: skip
-    scores = bundle.score(inputs)
+    scores = bundle.score(inputs, require_validated=False)
     assert "distant_metastasis" in scores
     assert "recurrence" not in scores
     assert scores["not_scored"]["nomogram"].startswith("not available in this bundle: no path")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,24 +39,60 @@ WidthOption = Annotated[
 ]
 NoN4Option = Annotated[bool, typer.Option("--no-n4", help="Skip N4 bias correction.")]
 SeedOption = Annotated[int, typer.Option(help="Seed of splits, weights and augmentation.")]
+ColumnsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--columns",
+        help="Mapping of the outcomes spreadsheet's own column names and words to larc's "
+        "(YAML: columns: {good_response: 'Responder (0/1)', pre_mrt: cT, ...}, values: "
+        "{good_response: {Responder: 1, Non-responder: 0}}; see README). Without it the "
+        "columns must carry larc's names.",
+    ),
+]
 WorkersOption = Annotated[
     int, typer.Option(min=0, help="Processes preparing the images (0: one per CPU).")
 ]
 
 
-def _load_cohort(cohort: Path, labels: Path | None, config: Path | None) -> Cohort:
-    """The cohort with pairing and role rules from the configuration; exit 2 when unreadable."""
+def _load_cohort(
+    cohort: Path, labels: Path | None, config: Path | None, columns: Path | None = None
+) -> Cohort:
+    """The cohort with pairing and role rules from the configuration and the outcomes read
+    through ``columns``; exit 2 when unreadable (every problem named)."""
     from dicom_io.roles import load_rules
     from pipeline.training.cohort import load_cohort
 
     settings = settings_or_exit(config)
     try:
-        return load_cohort(
-            cohort, labels, settings.pairing.policy(), load_rules(settings.roles.rules_file)
-        )
+        return load_cohort(cohort, labels, settings.pairing.policy(),
+                           load_rules(settings.roles.rules_file), columns)  # fmt: skip
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+
+
+def _hash_key(path: Path | None) -> bytes:
+    """The --hash-ids key: the file's bytes, else LARC_ID_HASH_KEY; exit 2 without one."""
+    if path is not None:
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {path}: {exc}", param_hint="--hash-key-file"
+            ) from exc
+        if len(key) < 16:
+            raise typer.BadParameter(
+                f"{path} holds no key of at least 16 characters", param_hint="--hash-key-file"
+            )
+        return key
+    key = os.environ.get("LARC_ID_HASH_KEY", "").encode()
+    if len(key) < 16:
+        raise typer.BadParameter(
+            "--hash-ids needs a secret key of at least 16 characters: --hash-key-file or "
+            "LARC_ID_HASH_KEY",
+            param_hint="--hash-ids",
+        )
+    return key
 
 
 def _signature_names(text: str) -> tuple[str, ...]:
@@ -81,10 +118,12 @@ def signatures(
     labels: Annotated[
         Path | None,
         typer.Option(
-            help="Outcomes CSV: patient_id and good_response (0/1) or trg (0-3); optional "
-            "baseline_study_uid / restaging_study_uid. [default: COHORT/labels.csv]"
+            help="Outcomes spreadsheet (CSV or Excel .xlsx): patient_id and good_response (0/1) "
+            "or trg (0-3); optional baseline_study_uid / restaging_study_uid. "
+            "[default: COHORT/labels.csv]"
         ),
     ] = None,
+    columns: ColumnsOption = None,
     config: ConfigOption = None,
     signature: Annotated[
         str,
@@ -149,7 +188,7 @@ def signatures(
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    data = _load_cohort(cohort, labels, config)
+    data = _load_cohort(cohort, labels, config, columns)
     outcomes = {p: y for p, row in data.rows.items() if (y := good_response(row)) is not None}
     typer.echo(
         f"{len(data.cases)} patients with images, {len(outcomes)} with an outcome; training "
@@ -189,11 +228,12 @@ def models(
     labels: Annotated[
         Path | None,
         typer.Option(
-            help="Outcomes CSV: patient_id, good_response or trg, dm_event, dm_time_months, "
-            "rfs_event, rfs_time_months, clinical and radiological features (see README). "
-            "[default: COHORT/labels.csv]"
+            help="Outcomes spreadsheet (CSV or Excel .xlsx): patient_id, good_response or trg, "
+            "dm_event, dm_time_months, rfs_event, rfs_time_months, clinical and radiological "
+            "features (see README). [default: COHORT/labels.csv]"
         ),
     ] = None,
+    columns: ColumnsOption = None,
     config: ConfigOption = None,
     name: Annotated[str, typer.Option(help="Bundle name (in the manifest and the SR).")] = (
         "larc-rectal"
@@ -269,7 +309,7 @@ def models(
     if out.exists() and any(out.iterdir()):
         typer.echo(f"error: {out} is not empty: choose a new folder for the bundle", err=True)
         raise typer.Exit(code=2)
-    data = _load_cohort(cohort, labels, config)
+    data = _load_cohort(cohort, labels, config, columns)
     run = ModelRun(
         out_dir=out,
         name=name,
@@ -299,8 +339,10 @@ def evaluate(
     cohort: CohortOption,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, the figures, report.html.")],
     labels: Annotated[
-        Path | None, typer.Option(help="Outcomes CSV [default: COHORT/labels.csv].")
+        Path | None,
+        typer.Option(help="Outcomes spreadsheet, CSV or Excel [default: COHORT/labels.csv]."),
     ] = None,
+    columns: ColumnsOption = None,
     config: ConfigOption = None,
     held_out_only: Annotated[
         bool,
@@ -323,6 +365,18 @@ def evaluate(
         str | None,
         typer.Option(help="Version of the --validate copy [default: VERSION+validated.DATE]."),
     ] = None,
+    hash_ids: Annotated[
+        bool,
+        typer.Option(
+            "--hash-ids",
+            help="Name patients in predictions.csv by a keyed hash (HMAC-SHA256) of their id, "
+            "not the id; the key is read from --hash-key-file or LARC_ID_HASH_KEY.",
+        ),
+    ] = False,
+    hash_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the secret key for --hash-ids (keep it at the site)."),
+    ] = None,
 ) -> None:
     """Evaluate a model bundle on a labelled cohort: JSON, PNG figures and one HTML report.
 
@@ -334,6 +388,8 @@ def evaluate(
     from pipeline.bundle import Bundle
     from pipeline.manifest import BundleError
     from pipeline.training.evaluate import evaluate as run_evaluation
+
+    key = _hash_key(hash_key_file) if hash_ids else None
     from pipeline.training.evaluate import score_cohort, validated_copy
     from pipeline.validation import validation_lines
 
@@ -342,7 +398,7 @@ def evaluate(
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    data = _load_cohort(cohort, labels, config)
+    data = _load_cohort(cohort, labels, config, columns)
     with progress_bars(len(data.cases)) as (prepared, _):
         scores, _inputs, skipped = score_cohort(
             loaded, data.cases, data.rows, held_out_only, workers or None, prepared=prepared
@@ -350,7 +406,7 @@ def evaluate(
     if not scores:
         typer.echo("error: no patient of the cohort could be scored", err=True)
         raise typer.Exit(code=1)
-    report = run_evaluation(loaded, scores, data.rows, skipped, out)
+    report = run_evaluation(loaded, scores, data.rows, skipped, out, key)
     for model, entry in report["response"]["models"].items():
         low, high = entry["auc_ci95_delong"]
         typer.echo(
@@ -359,6 +415,10 @@ def evaluate(
     dm = report["survival"].get("distant_metastasis", {})
     if "c_index" in dm:
         typer.echo(f"DLRS: C-index {dm['c_index']['value']:.3f}, n = {dm['n']}")
+    typer.echo(
+        f"predictions: {out / 'predictions.csv'} ({report['predictions']['rows']} rows, "
+        f"{report['predictions']['patients']})"
+    )
     typer.echo(f"report: {out / 'report.html'}")
     if validate is not None:
         version = validated_version or (

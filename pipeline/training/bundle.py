@@ -323,6 +323,7 @@ def train_models(
                 "\n".join(sorted(patient_hash(p) for p in patients)).encode()
             ).hexdigest()[:32],
             "train_patients_sha256": sorted(patient_hash(p) for p in train),
+            "test_patients_sha256": sorted(patient_hash(p) for p in test),
         },
         "preprocess": run.preprocess.model_dump(mode="json"),
         "envelope": build_envelope(inputs[p].acquisition for p in train).to_json(),

@@ -9,7 +9,6 @@ daemon selects them (:func:`dicom_io.selection.select_files`).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import math
@@ -30,6 +29,7 @@ from dicom_io.selection import select_files
 from pipeline.case import CASE_FORMAT, CaseInputs, prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
+from pipeline.training.outcomes import load_mapping, read_outcomes
 
 log = logging.getLogger(__name__)
 _TAGS = [
@@ -87,13 +87,10 @@ def scan_folder(root: Path) -> dict[str, dict[str, Study]]:
     return dict(patients)
 
 
-def read_labels(path: Path) -> dict[str, dict[str, str]]:
-    """Rows of the outcomes CSV by ``patient_id`` (a column it must have)."""
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if "patient_id" not in (reader.fieldnames or []):
-            raise ValueError(f"{path} has no patient_id column")
-        return {row["patient_id"]: row for row in reader}
+def read_labels(path: Path, columns: Path | None = None) -> dict[str, dict[str, str]]:
+    """Rows of the outcomes spreadsheet (CSV or Excel) by patient id, in larc's column names
+    (``columns``: a mapping file, :mod:`pipeline.training.outcomes`), every value checked."""
+    return read_outcomes(path, load_mapping(columns) if columns else None)
 
 
 def patient_hash(patient_id: str) -> str:
@@ -154,11 +151,12 @@ def load_cohort(
     labels: Path | None,
     policy: PairingPolicy,
     rules: Sequence[RoleRule] = DEFAULT_RULES,
+    columns: Path | None = None,
 ) -> Cohort:
-    """The outcomes (``labels``, default ``folder/labels.csv``) and each patient's baseline and
-    restaging files (CSV study UIDs, else ``policy``). ``OSError``/``ValueError`` name what is
-    wrong with the folder or the CSV."""
-    rows = read_labels(labels or folder / "labels.csv")
+    """The outcomes (``labels``, default ``folder/labels.csv``; ``columns``: the spreadsheet's
+    column mapping) and each patient's baseline and restaging files (CSV study UIDs, else
+    ``policy``). ``OSError``/``ValueError`` name what is wrong with the folder or the CSV."""
+    rows = read_labels(labels or folder / "labels.csv", columns)
     studies = scan_folder(folder)
     cases = {p: timepoint_files(s, rows.get(p, {}), policy) for p, s in studies.items()}
     return Cohort(rows, cases, tuple(rules))

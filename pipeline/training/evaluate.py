@@ -51,6 +51,7 @@ from pipeline.stats import (
 )
 from pipeline.training.bundle import model_card
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
+from pipeline.training.predictions import write_predictions
 from pipeline.training.validation import external_estimates
 from pipeline.validation import revalidate
 
@@ -410,8 +411,10 @@ def evaluate(
     rows: Mapping[str, Mapping[str, str]],
     skipped: Mapping[str, str],
     out: Path,
+    hash_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Compute everything, write ``metrics.json``, the PNGs and ``report.html`` under ``out``."""
+    """Compute everything, write ``metrics.json``, the PNGs, ``predictions.csv`` (patient ids,
+    or with ``hash_key`` their keyed hashes) and ``report.html`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "bundle": bundle.version,
@@ -421,7 +424,13 @@ def evaluate(
         "research_use": RESEARCH_USE,
         "response": _binary(scores, rows, bundle, out),
         "survival": _survival(scores, rows, bundle, out),
-    }
+        "predictions": {
+            "file": "predictions.csv",
+            "rows": write_predictions(out / "predictions.csv", bundle.manifest, scores, rows,
+                                      skipped, hash_key),
+            "patients": "keyed hashes" if hash_key else "patient ids",
+        },
+    }  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     (out / "report.html").write_text(render_html(report))
     return report

@@ -89,7 +89,7 @@ def test_outcome_labels_and_timepoints(tmp_path: Path) -> None:
     rows = read_labels(labels)
     assert [good_response(rows[p]) for p in "ABCD"] == [1, 0, 1, None]
     (tmp_path / "bad.csv").write_text("id,trg\nA,1\n")
-    with pytest.raises(ValueError, match="no patient_id column"):
+    with pytest.raises(ValueError, match="no column 'patient_id'"):
         read_labels(tmp_path / "bad.csv")
     studies = {
         "1.1": Study("A", "1.1", "20250101", "MR rectum", "", [Path("a")]),

@@ -12,16 +12,20 @@ from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from dicom_io.selection import select_files
 from pipeline.bundle import Bundle
 from pipeline.case import prepare_case
 from pipeline.config import PreprocessConfig
 from pipeline.manifest import BundleError
+from pipeline.stats import auc_delong
 from pipeline.training.cohort import patient_hash
 from pipeline.training.evaluate import validated_copy
-from pipeline.validation import Estimate, decide, present_outputs, validation_lines
+from pipeline.training.predictions import keyed_id
+from pipeline.validation import Estimate, decide, present_outputs, validation_lines, withheld
 from tests.conftest import LARC, TrainedBundle
 from workers.results import unavailable_comments
 
@@ -69,16 +73,29 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
         Bundle.load(bundle_dir, expected=PreprocessConfig())
     _check_training_validation(manifest, trained.stdout, card)
 
+    # evaluated from the outcomes as a site keeps them: an Excel export with its own column
+    # names and words, read through a --columns mapping; patients hashed with the site's key
+    sheet, columns = _site_spreadsheet(cohort.labels_path, tmp_path)
+    key_file = tmp_path / "site.key"
+    key_file.write_text("a-site-secret-of-some-length\n")
     report_dir = tmp_path / "report"
     validated_dir = tmp_path / "validated"
     evaluated = _larc(
         "evaluate", "--bundle", str(bundle_dir), "--cohort", str(cohort.out_dir),
-        "--out", str(report_dir), "--held-out-only", "--validate", str(validated_dir),
-        "--validated-version", "9.9.9+site",
+        "--labels", str(sheet), "--columns", str(columns), "--hash-ids", "--hash-key-file",
+        str(key_file), "--out", str(report_dir), "--held-out-only", "--validate",
+        str(validated_dir), "--validated-version", "9.9.9+site",
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "FDL: AUC" in evaluated.stdout
     metrics = json.loads((report_dir / "metrics.json").read_text())
+    # the same patients and outcomes as the training's own held-out figures: the mapping read
+    # the site's spreadsheet as larc's CSV
+    for model in ("FDL", "CR", "CRD"):
+        assert metrics["response"]["models"][model]["auc"] == pytest.approx(
+            manifest["metrics"][f"auc_{model}"]["value"]
+        )
+    _check_predictions(report_dir / "predictions.csv", metrics, manifest, cohort, key_file)
     _check_external_validation(bundle_dir, validated_dir, metrics, evaluated.stdout,
                                [p.patient_id for p in cohort.patients])  # fmt: skip
     assert metrics["patients_scored"] == manifest["training_data"]["test"]
@@ -115,6 +132,54 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     artefacts = Path("test-artifacts")
     if artefacts.is_dir():
         shutil.copy(shot, artefacts / "evaluation-report.png")
+
+
+def _site_spreadsheet(labels: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """labels.csv as a site might export it: renamed columns, yes/no, male/female, cT3b/N1b
+    stages, Responder/Non-responder, decimal commas, as .xlsx; and the mapping to read it."""
+    table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    names = {"patient_id": "Patient ID", "good_response": "Response (TRG 0-1)",
+             "sex": "Gender", "pre_mrt": "cT", "pre_mrn": "cN", "cea_ng_ml": "CEA (ng/ml)",
+             "dm_event": "Distant metastasis", "dm_time_months": "Months to DM or last FU",
+             "ypn_stage": "ypN"}  # fmt: skip
+    table["good_response"] = table["good_response"].map({"1": "Responder", "0": "Non-responder"})
+    table["sex"] = table["sex"].map({"M": "male", "F": "female"})
+    table["pre_mrt"] = "c" + table["pre_mrt"] + "b"
+    table["pre_mrn"] = table["pre_mrn"] + "b"
+    table["dm_event"] = table["dm_event"].map({"1": "Yes", "0": "No"})
+    table["dm_time_months"] = table["dm_time_months"].str.replace(".", ",")
+    sheet = tmp_path / "site-outcomes.xlsx"
+    table.drop(columns=["trg"]).rename(columns=names).to_excel(sheet, index=False)
+    columns = tmp_path / "columns.yaml"
+    columns.write_text(yaml.safe_dump({
+        "columns": names,
+        "values": {"good_response": {"Responder": 1, "Non-responder": 0}},
+    }))  # fmt: skip
+    return sheet, columns
+
+
+def _check_predictions(
+    path: Path, metrics: dict[str, Any], manifest: dict[str, Any], cohort: Any, key_file: Path
+) -> None:
+    """One row per held-out patient and case kind, under the keyed hash of the id, with every
+    score, the observed outcome and what the validation gate would not send."""
+    table = pd.read_csv(path, dtype={"patient": str})
+    assert len(table) == 2 * metrics["patients_scored"]
+    key = key_file.read_bytes().strip()
+    ids = {keyed_id(p.patient_id, key): p.patient_id for p in cohort.patients}
+    assert set(table["patient"]) <= set(ids)  # keyed hashes of the cohort's ids, no id
+    assert not table["patient"].str.startswith("SYN").any()
+    assert set(table["split"]) == {"held-out"}
+    response = table[table["kind"] == "response"]
+    fdl = auc_delong(response["good_response"].astype(int), response["p_good_FDL"])
+    assert fdl.auc == pytest.approx(metrics["response"]["models"]["FDL"]["auc"])
+    baseline = table[table["kind"] == "baseline"]
+    assert baseline["dlrs"].notna().all()
+    assert set(baseline["dm_risk_group"]) <= {"high", "low"}
+    assert baseline["dm_time_months"].notna().all()
+    gate = withheld(manifest)
+    expected = "; ".join(n for n in gate if not n.startswith("response_"))
+    assert set(baseline["not_sent_by_default"].fillna("")) == {expected}
 
 
 def _check_training_validation(manifest: dict[str, Any], summary: str, card: str) -> None:

@@ -278,9 +278,12 @@ def models(
     --segmentation-epochs the automatic tumour segmenter.
 
     Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
-    the manifest and model card. `larc evaluate` reports on a bundle; `larc serve` scores cases
-    with it (models.bundle_dir). Prepared images are cached in OUT.prepared next to the
-    bundle. Research use only.
+    the manifest and model card, with each output's validation (out-of-fold and held-out):
+    what the validation does not back, larc serve does not send (scoring.require_validated).
+    `larc evaluate` reports on a bundle; `larc serve` scores cases with it
+    (models.bundle_dir). Prepared images are cached in OUT.prepared next to the bundle; each
+    trained network is kept in OUT.checkpoints until the bundle is written, so a run that
+    fails late resumes without training them again. Research use only.
     """
     from pydantic import ValidationError
 
@@ -323,6 +326,7 @@ def models(
         rules=data.rules,
         cache=out.with_name(out.name + ".prepared"),
         segmentation=segmentation,
+        checkpoints=out.with_name(out.name + ".checkpoints"),
     )
     typer.echo(f"{len(data.cases)} patients with images; training a bundle into {out}", err=True)
     try:
@@ -330,6 +334,12 @@ def models(
             manifest = train_models(data.cases, data.rows, run, progress=epoch, prepared=prepared)
     except ValueError as exc:
         typer.echo(f"error: cannot train: {exc}", err=True)
+        if run.checkpoints is not None and any(run.checkpoints.glob("*.pt")):
+            typer.echo(
+                f"the networks trained so far are kept in {run.checkpoints}: run the same "
+                "command again (after mending the cause) and they are not trained again",
+                err=True,
+            )
         raise typer.Exit(code=1) from exc
     print_bundle_summary(manifest, out)
 

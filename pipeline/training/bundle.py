@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,15 @@ from pipeline.models import (
     order_subtypes,
     save_estimator,
 )
-from pipeline.networks import dm_network, penultimate_features, predict_probability, to_tensor
+from pipeline.networks import (
+    dm_network,
+    penultimate_features,
+    predict_probability,
+    response_network,
+    to_tensor,
+)
 from pipeline.stats import auc_delong, harrell_c_ci
+from pipeline.training.checkpoints import load_stage, save_stage, stage_key
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.networks import Progress, SignatureTraining, cross_validate
 from pipeline.training.segmentation import TRAINING_JSON as SEGMENTER_RECORD
@@ -95,6 +103,8 @@ class ModelRun:
     segmentation: SegmentationTraining | None = None  # None: the bundle carries no segmenter
     # fewest events (binary: of each outcome) a validation estimate needs to decide on
     min_events: int = DEFAULT_MIN_EVENTS
+    # each trained network stage is kept here until the bundle is written (None: not kept)
+    checkpoints: Path | None = None
 
 
 def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
@@ -181,12 +191,24 @@ def _network_stage(
     config: SignatureTraining,
     progress: Progress | None,
     build: Callable[[], Any] | None = None,
+    checkpoints: Path | None = None,
 ) -> tuple[dict[str, float], Any]:
-    """Out-of-fold values for labelled training patients; the final network's for the rest."""
+    """Out-of-fold values for labelled training patients; the final network's for the rest.
+    With ``checkpoints``, a stage trained before on the same inputs is read back from there,
+    and a new one is written there when done (:mod:`pipeline.training.checkpoints`)."""
     have = [p for p in train if p in x and not np.isnan(labels.get(p, np.nan))]
     y = labels[have].astype(int).to_numpy()
     if len(have) < 2 * config.folds or len(set(y.tolist())) < 2:
         raise ValueError(f"{name}: {len(have)} usable training patients with both outcomes")
+    if build is None:
+        size = next(iter(x.values())).shape[-1]
+
+        def build() -> Any:
+            return response_network(config.backbone, size, config.width)
+
+    key = stage_key(name, config.model_dump(mode="json"), have, y.tolist(), x)
+    if checkpoints is not None and (found := load_stage(checkpoints, name, key, build)):
+        return found
     result = cross_validate(
         np.stack([x[p] for p in have]), y, config, name=name, progress=progress, build=build
     )
@@ -195,6 +217,8 @@ def _network_stage(
     if rest:
         scores = predict_probability(result.final.model, np.stack([x[p] for p in rest]))
         values |= {p: float(v) for p, v in zip(rest, scores, strict=True)}
+    if checkpoints is not None:
+        save_stage(checkpoints, name, key, values, result.final.model)
     return values, result.final.model
 
 
@@ -238,8 +262,9 @@ def train_models(
             if name in inputs[p].slices
         }
         values, model = _network_stage(
-            name, x, outcomes["good_response"], train, run.response, progress
-        )
+            name, x, outcomes["good_response"], train, run.response, progress,
+            checkpoints=run.checkpoints,
+        )  # fmt: skip
         table[name] = pd.Series(values)
         torch_save(model, out / "weights" / "response" / f"{name}.pt")
     table = add_deltas(table)
@@ -264,8 +289,9 @@ def train_models(
             )
 
         values, model = _network_stage(
-            f"DM {sequence}", x, dm_label, train, run.dm, progress, build=build
-        )
+            f"DM {sequence}", x, dm_label, train, run.dm, progress, build=build,
+            checkpoints=run.checkpoints,
+        )  # fmt: skip
         table[f"dm_{sequence}"] = pd.Series(values)
         dm_models[sequence] = model
         torch_save(model, out / "weights" / "dm" / f"{sequence}.pt")
@@ -363,6 +389,8 @@ def train_models(
     ).to_csv(out / "training" / "features_and_signatures.csv", index_label="patient_sha256")
     (out / "model_card.md").write_text(model_card(manifest))
     write_manifest(out, manifest)
+    if run.checkpoints is not None:  # the bundle holds every network now
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
     return manifest
 
 

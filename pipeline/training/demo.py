@@ -84,6 +84,7 @@ def demo_bundle(
         subtypes=3,
         rules=cohort.rules,
         cache=bundle.with_name(bundle.name + ".prepared"),
+        checkpoints=bundle.with_name(bundle.name + ".checkpoints"),
         segmentation=SegmentationTraining.model_validate(DEMO_SEGMENTER),
     )
     train_models(cohort.cases, cohort.rows, run, progress=progress, prepared=prepared)

@@ -329,7 +329,9 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
     series, t2, _ = study.image(SeriesRole.T2W_AX)
     t2_mask, source = study.mask_for(SeriesRole.T2W_AX, t2, [SeriesRole.DWI])
     with study.clock.stage("inputs"):
-        t2_stack = crop_stack(t2, t2_mask, config.stack_size, config.stack_depth)
+        t2_stack = crop_stack(
+            t2, t2_mask, config.stack_size, config.stack_depth, config.stack_fov_mm
+        )
     out["T2"] = StackInput(t2_stack, series.series_uid, source)
     if study.has(SeriesRole.ADC):
         adc_series, adc, _ = study.image(SeriesRole.ADC)
@@ -343,7 +345,9 @@ def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:
         adc_mask, source = study.mask_for(SeriesRole.DWI, high, [SeriesRole.T2W_AX])
         uid = f"computed from DWI {dwi_series.series_uid}"
     with study.clock.stage("inputs"):
-        adc_stack = crop_stack(adc, adc_mask, config.stack_size, config.stack_depth)
+        adc_stack = crop_stack(
+            adc, adc_mask, config.stack_size, config.stack_depth, config.stack_fov_mm
+        )
     out["ADC"] = StackInput(adc_stack, uid, source)
     return out
 

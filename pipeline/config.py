@@ -47,9 +47,24 @@ class PreprocessConfig(BaseModel):
     adc_threshold: float = Field(
         default=1.0, ge=0, description="DWI signal at or below which a voxel's ADC is 0."
     )
+    stack_fov_mm: float | None = Field(
+        default=None,
+        gt=0,
+        le=400,
+        description=(
+            "Science B's crop: unset, each slice's tumour bounding box resized to stack_size "
+            "(the published recipe, which hides the tumour's size); a number, one square of "
+            "this many mm around the tumour's centre on every slice, so that the DM networks "
+            "see its size and its contrast with the tissue around it."
+        ),
+    )
 
     @property
     def fingerprint(self) -> str:
         """Short hash of the configuration (and its schema): equal means same model inputs."""
-        text = json.dumps({"schema": PREPROCESS_SCHEMA, **self.model_dump()}, sort_keys=True)
+        # a setting added later counts only when it is set: older bundles keep their fingerprint
+        later = {"stack_fov_mm"} if self.stack_fov_mm is None else set()
+        text = json.dumps(
+            {"schema": PREPROCESS_SCHEMA, **self.model_dump(exclude=later)}, sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]

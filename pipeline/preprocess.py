@@ -147,10 +147,18 @@ def slice_input(image: sitk.Image, mask: sitk.Image, size: int = 256) -> FloatAr
     return _resize(normalise_0_255(plane), size)
 
 
-def crop_stack(image: sitk.Image, mask: sitk.Image, size: int = 112, depth: int = 20) -> FloatArray:
+def crop_stack(
+    image: sitk.Image,
+    mask: sitk.Image,
+    size: int = 112,
+    depth: int = 20,
+    fov_mm: float | None = None,
+) -> FloatArray:
     """Science B's input: per tumour slice, the mask's bounding box cropped, resized to size^2,
     z-scored over the stack; zero slices pad to ``depth`` (extra slices beyond it are dropped
-    evenly around the largest cross-section)."""
+    evenly around the largest cross-section). With ``fov_mm``, every slice's crop is instead
+    one square of that many mm centred on the tumour (its in-plane centre over all slices),
+    padded with the image's minimum where it leaves the image: the tumour keeps its size."""
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     labels = sitk.GetArrayFromImage(mask) > 0
     slices = [k for k in range(labels.shape[0]) if labels[k].any()]
@@ -161,7 +169,18 @@ def crop_stack(image: sitk.Image, mask: sitk.Image, size: int = 112, depth: int 
         start = min(max(centre - depth // 2, 0), len(slices) - depth)
         slices = slices[start : start + depth]
     crops = []
-    for k in slices:
+    if fov_mm is not None:
+        _, ys, xs = np.nonzero(labels[slices])
+        spacing_x, spacing_y = image.GetSpacing()[:2]
+        top, bottom = (round(float(ys.mean()) + s * fov_mm / 2 / spacing_y) for s in (-1, 1))
+        left, right = (round(float(xs.mean()) + s * fov_mm / 2 / spacing_x) for s in (-1, 1))
+        pad = max(0, -top, -left, bottom - array.shape[1], right - array.shape[2])
+        padded = np.pad(array, ((0, 0), (pad, pad), (pad, pad)), constant_values=array.min())
+        for k in slices:
+            crops.append(
+                _resize(padded[k, top + pad : bottom + pad, left + pad : right + pad], size)
+            )
+    for k in slices if fov_mm is None else ():
         rows, cols = np.nonzero(labels[k])
         crop = array[k, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         crops.append(_resize(crop, size))

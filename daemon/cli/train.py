@@ -256,6 +256,15 @@ def models(
     stack_depth: Annotated[
         int, typer.Option(min=1, max=100, help="Science B slices per stack (published: 20).")
     ] = 20,
+    stack_fov_mm: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            max=400.0,
+            help="Science B crop: a square of this many mm around the tumour on every slice, "
+            "so the DM networks see its size [default: the published per-slice bounding box].",
+        ),
+    ] = None,
     subtypes: Annotated[int, typer.Option(min=2, max=8, help="Science D subtypes (k).")] = 3,
     segmentation_epochs: Annotated[
         int,
@@ -302,7 +311,11 @@ def models(
             else None
         )  # fmt: skip
         preprocess = PreprocessConfig(
-            slice_size=image_size, stack_size=stack_size, stack_depth=stack_depth, n4=not no_n4
+            slice_size=image_size,
+            stack_size=stack_size,
+            stack_depth=stack_depth,
+            n4=not no_n4,
+            stack_fov_mm=stack_fov_mm,
         )
         common = {"epochs": epochs, "patience": patience, "folds": folds, "seed": seed}
         response = SignatureTraining.model_validate({**common, "width": width})

@@ -57,6 +57,37 @@ def test_largest_cross_section_and_crop_stack_shapes() -> None:
     assert abs(float(stack[:4].mean())) < 1e-3
 
 
+def _disc(radius_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """A bright disc of ``radius_mm`` on 3 slices of a 0.5 mm grid, and its mask."""
+    yy, xx = np.mgrid[:160, :160]
+    disc = ((yy - 70) ** 2 + (xx - 90) ** 2) * 0.25 <= radius_mm**2
+    array = np.zeros((5, 160, 160), dtype=np.float32)
+    array[1:4][:, disc] = 100.0
+    image, mask = sitk.GetImageFromArray(array), sitk.GetImageFromArray((array > 0).astype("u1"))
+    for item in (image, mask):
+        item.SetSpacing((0.5, 0.5, 3.0))
+    return image, mask
+
+
+def test_a_fixed_field_of_view_keeps_the_tumours_size() -> None:
+    small, large = _disc(6.0), _disc(12.0)
+    # the published crop: each tumour fills its crop, whatever its size
+    filled = [float((crop_stack(*d, size=32, depth=4)[:3] > 0).mean()) for d in (small, large)]
+    assert filled[0] == pytest.approx(filled[1], abs=0.1)
+    # a 40 mm field of view: the larger tumour covers four times the area (radius doubled)
+    shown = [
+        float((crop_stack(*d, size=32, depth=4, fov_mm=40.0)[:3] > 0).mean())
+        for d in (small, large)
+    ]
+    assert shown[1] / shown[0] == pytest.approx(4.0, rel=0.15)
+    assert shown[1] == pytest.approx(np.pi * 12**2 / 40**2, rel=0.15)
+    # centred on the tumour: its brightest pixels lie in the middle of the crop
+    stack = crop_stack(*small, size=32, depth=4, fov_mm=40.0)
+    rows, cols = np.nonzero(stack[1] > 0)
+    assert abs(rows.mean() - 15.5) < 1.0
+    assert abs(cols.mean() - 15.5) < 1.0
+
+
 def test_normalisations() -> None:
     values = np.random.default_rng(1).normal(500, 80, 10_000)
     scaled = normalise_0_255(values)

@@ -12,6 +12,7 @@ import typer
 
 from daemon.cli.common import (
     ConfigOption,
+    open_index,
     print_bundle_summary,
     progress_bars,
     settings_or_exit,
@@ -69,6 +70,39 @@ def _load_cohort(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+
+
+def _index_cohort(labels: Path | None, config: Path | None, columns: Path | None) -> Cohort:
+    """The studies the daemon holds for the patients of ``labels`` (daemon.cohort); exit 2
+    when the labels or the index cannot be read."""
+    from daemon.cohort import index_cohort
+    from dicom_io.roles import load_rules
+    from pipeline.training.cohort import Cohort, read_labels
+
+    if labels is None:
+        raise typer.BadParameter("--from-index needs --labels", param_hint="--labels")
+    settings = settings_or_exit(config)
+    try:
+        rows = read_labels(labels, columns)
+        rules = tuple(load_rules(settings.roles.rules_file))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    index = open_index(settings)
+    try:
+        cases, left_out = index_cohort(index, rows)
+    finally:
+        index.close()
+    if left_out:
+        counts: dict[str, int] = {}
+        for why in left_out.values():
+            counts[why] = counts.get(why, 0) + 1
+        typer.echo(
+            f"{len(left_out)} of {len(rows)} patients left out: "
+            + "; ".join(f"{n} {why}" for why, n in sorted(counts.items())),
+            err=True,
+        )
+    return Cohort(rows, cases, rules)
 
 
 def _hash_key(path: Path | None) -> bytes:
@@ -223,14 +257,30 @@ def signatures(
 
 @train_app.command("models")
 def models(
-    cohort: CohortOption,
     out: Annotated[Path, typer.Option(help="Folder to write the model bundle to.")],
+    cohort: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the cohort's DICOM studies (any layout; e.g. larc synth); or "
+            "--from-index."
+        ),
+    ] = None,
+    from_index: Annotated[
+        bool,
+        typer.Option(
+            "--from-index",
+            help="Train on the studies larc serve already holds (storage.data_dir of --config): "
+            "each patient of --labels by PatientID, with the daemon's own pairing and series "
+            "roles, as scoring selects them. Cases waiting or held, and automatic outlines no "
+            "radiologist accepted, are left out (counted, with the reasons).",
+        ),
+    ] = False,
     labels: Annotated[
         Path | None,
         typer.Option(
             help="Outcomes spreadsheet (CSV or Excel .xlsx): patient_id, good_response or trg, "
             "dm_event, dm_time_months, rfs_event, rfs_time_months, clinical and radiological "
-            "features (see README). [default: COHORT/labels.csv]"
+            "features (see README). [default: COHORT/labels.csv; needed with --from-index]"
         ),
     ] = None,
     columns: ColumnsOption = None,
@@ -325,7 +375,13 @@ def models(
     if out.exists() and any(out.iterdir()):
         typer.echo(f"error: {out} is not empty: choose a new folder for the bundle", err=True)
         raise typer.Exit(code=2)
-    data = _load_cohort(cohort, labels, config, columns)
+    if from_index == (cohort is not None):
+        raise typer.BadParameter("give either --cohort or --from-index", param_hint="--cohort")
+    data = (
+        _index_cohort(labels, config, columns)
+        if cohort is None
+        else _load_cohort(cohort, labels, config, columns)
+    )
     run = ModelRun(
         out_dir=out,
         name=name,

@@ -94,6 +94,7 @@ def test_demo_sends_the_cohort_to_the_daemon_and_prints_the_scores(
     # SYN0001 (seed 0) has both studies and drawn masks: both its cases are scored
     assert "P(good response) FDL" in rows["SYN0001", "response"], table
     assert "DM risk" in rows["SYN0001", "baseline"], table
+    assert "what the demo bundle's validation backs" in run.stdout
     assert "-> outbox" in rows["SYN0001", "response"], table
     assert "-> outbox" in rows["SYN0001", "baseline"], table
     # SYN0002 was outlined automatically by the tests' seconds-trained segmenter: each of its

@@ -1,9 +1,11 @@
 """Grad-CAM heat maps as DICOM Secondary Capture images (highdicom ``SCImage``, RGB).
 
-The heat map is blended over the input slice, enlarged for reading, with a caption band burned
-in (sequence, time point, score and the research-use line); ``BurnedInAnnotation`` is YES. Each
-image references the MR image its slice came from (Source Image Sequence). UIDs and dates come
-from the caller, so a retry re-creates the same object.
+The heat map is drawn over the slice the network saw at its native resolution and field of view
+(:func:`heat_overlay`: windowed like a viewer, the tumour outline, a colour bar with its scale),
+or blended over the network's input where there is no native slice (:func:`blend`), enlarged for
+reading, with a caption band burned in (sequence, time point, score and the research-use line);
+``BurnedInAnnotation`` is YES. Each image references the MR image its slice came from (Source
+Image Sequence). UIDs and dates come from the caller, so a retry re-creates the same object.
 """
 
 from __future__ import annotations
@@ -36,11 +38,86 @@ def blend(slice_: NDArray[np.floating], heat: NDArray[np.floating]) -> NDArray[n
     return np.asarray(np.round(rgb * 255), dtype=np.uint8)
 
 
+def window(
+    plane: NDArray[np.floating], low: float = 1.0, high: float = 99.0
+) -> NDArray[np.float64]:
+    """0-255 grey by the ``low``-``high`` percentiles (a viewer's default window/level)."""
+    lo, hi = np.percentile(plane, [low, high])
+    if hi <= lo:
+        return np.zeros(np.shape(plane))
+    return np.asarray(np.clip((plane - lo) / (hi - lo), 0, 1) * 255, dtype=np.float64)
+
+
+def _resized(array: NDArray[np.floating], shape: tuple[int, int], nearest: bool = False) -> (
+        NDArray[np.float64]):  # fmt: skip
+    image = Image.fromarray(np.asarray(array, dtype=np.float32), mode="F")
+    how = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(image.resize((shape[1], shape[0]), how), dtype=np.float64)
+
+
+def _outline(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The mask's border pixels (inside, next to outside)."""
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
+    inner &= padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def heat_overlay(
+    plane: NDArray[np.floating],
+    heat: NDArray[np.floating],
+    mask: NDArray[np.integer] | None,
+    spacing: tuple[float, float],
+    outline_rgb: tuple[int, int, int],
+) -> NDArray[np.uint8]:
+    """RGB (DISPLAY_SIZE, DISPLAY_SIZE + bar, 3): the native ``plane`` (rows, columns; its
+    pixel ``spacing`` in mm as (row, column)) windowed, the ``heat`` map (0-1, any grid over the
+    same field of view) resized onto it and blended, the tumour ``mask``'s outline drawn in
+    ``outline_rgb``, shown with its true aspect ratio, and a colour bar with its scale."""
+    rows, cols = plane.shape
+    height_mm, width_mm = rows * spacing[0], cols * spacing[1]
+    scale = DISPLAY_SIZE / max(height_mm, width_mm)
+    shape = (max(1, round(height_mm * scale)), max(1, round(width_mm * scale)))
+    grey = _resized(window(plane), shape)
+    hot = np.clip(_resized(np.clip(heat, 0, 1), shape), 0, 1)
+    rgb = blend(grey, hot)
+    if mask is not None and np.any(mask):
+        border = _outline(_resized((mask > 0).astype(np.float32), shape, nearest=True) > 0.5)
+        rgb[border] = outline_rgb
+    canvas = np.zeros((DISPLAY_SIZE, DISPLAY_SIZE + _BAR_SPACE, 3), dtype=np.uint8)
+    top, left = (DISPLAY_SIZE - shape[0]) // 2, (DISPLAY_SIZE - shape[1]) // 2
+    canvas[top : top + shape[0], left : left + shape[1]] = rgb
+    _colour_bar(canvas)
+    return canvas
+
+
+_BAR_SPACE, _BAR_WIDTH = 64, 14
+
+
+def _colour_bar(canvas: NDArray[np.uint8]) -> None:
+    """The 'jet' scale of the blend (high at the top) right of the image, with its labels."""
+    x0, top, bottom = DISPLAY_SIZE + 8, 24, DISPLAY_SIZE - 24
+    values = np.linspace(1, 0, bottom - top)
+    colours = np.round(colormaps["jet"](values)[:, :3] * 255).astype(np.uint8)
+    canvas[top:bottom, x0 : x0 + _BAR_WIDTH] = colours[:, None, :]
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for text, y in (("1.0", top - 4), ("0.5", (top + bottom) // 2 - 6), ("0", bottom - 8)):
+        draw.text((x0 + _BAR_WIDTH + 4, y), text, fill=(255, 255, 255), font=font)
+    draw.text((x0 - 4, 4), "Grad-CAM", fill=(255, 255, 255), font=font)
+    draw.text((x0 - 2, bottom + 6), "relative", fill=(255, 255, 255), font=font)
+    canvas[:] = np.asarray(image)
+
+
 def captioned(rgb: NDArray[np.uint8], lines: Sequence[str]) -> NDArray[np.uint8]:
-    """``rgb`` enlarged to :data:`DISPLAY_SIZE` with ``lines`` burned into a band below it."""
-    image = Image.fromarray(rgb).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
+    """``rgb`` with ``lines`` burned into a band below it: enlarged to :data:`DISPLAY_SIZE`
+    when square (a network input), as it is when already laid out (:func:`heat_overlay`)."""
+    image = Image.fromarray(rgb)
+    if rgb.shape[0] == rgb.shape[1]:
+        image = image.resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
     band = _LINE * len(lines) + 8
-    canvas = Image.new("RGB", (DISPLAY_SIZE, DISPLAY_SIZE + band), (0, 0, 0))
+    canvas = Image.new("RGB", (image.width, DISPLAY_SIZE + band), (0, 0, 0))
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()

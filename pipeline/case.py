@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk  # noqa: N813  (the name the SimpleITK world uses)
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from dicom_io.errors import InvalidInputError
@@ -79,6 +80,12 @@ class SliceInput:
     slice_index: int  # in the series ordered by position
     sop_instance_uid: str  # the image that slice came from ("" for a multi-frame image)
     mask_source: str
+    # the slice the network saw before it was normalised and resized (the VOI's region with its
+    # margin, at the image's resolution), its tumour mask and pixel spacing (row, column, mm):
+    # what the heat map is drawn on (None: prepared by an older larc)
+    native: FloatArray | None = None
+    native_mask: NDArray[np.uint8] | None = None
+    native_spacing: tuple[float, float] | None = None
 
 
 @dataclass
@@ -122,7 +129,10 @@ class CaseInputs:
         header = {
             "format": CASE_FORMAT,
             "config_fingerprint": self.config_fingerprint,
-            "slices": {k: {**asdict(v), "array": None} for k, v in self.slices.items()},
+            "slices": {
+                k: {**asdict(v), "array": None, "native": None, "native_mask": None}
+                for k, v in self.slices.items()
+            },
             "stacks": {k: {**asdict(v), "array": None} for k, v in self.stacks.items()},
             "features": {k: asdict(v) for k, v in self.features.items()},
             "problems": self.problems,
@@ -130,6 +140,9 @@ class CaseInputs:
             "acquisition": {k: v.to_json() for k, v in self.acquisition.items()},
         }
         arrays: dict[str, Any] = {f"slice_{k}": v.array for k, v in self.slices.items()}
+        arrays |= {f"native_{k}": v.native for k, v in self.slices.items() if v.native is not None}
+        arrays |= {f"nativemask_{k}": v.native_mask for k, v in self.slices.items()
+                   if v.native_mask is not None}  # fmt: skip
         arrays |= {f"stack_{k}": v.array for k, v in self.stacks.items()}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.asarray(json.dumps(header)), **arrays)
@@ -148,9 +161,15 @@ class CaseInputs:
             if header.get("format") not in _READABLE_FORMATS:
                 raise PipelineInputError(f"{name} holds prepared inputs of another format")
             slices = {
-                k: SliceInput(**{**v, "array": arrays[f"slice_{k}"]})
+                k: SliceInput(**{
+                    **v, "array": arrays[f"slice_{k}"],
+                    "native": arrays.get(f"native_{k}"),
+                    "native_mask": arrays.get(f"nativemask_{k}"),
+                    "native_spacing": tuple(v["native_spacing"])
+                    if v.get("native_spacing") else None,
+                })
                 for k, v in header["slices"].items()
-            }
+            }  # fmt: skip
             stacks = {
                 k: StackInput(**{**v, "array": arrays[f"stack_{k}"]})
                 for k, v in header["stacks"].items()
@@ -318,10 +337,15 @@ def _slice(study: _Study, sequence: str, config: PreprocessConfig, n4: N4Paramet
         with study.clock.stage("n4"):
             region = n4_correct(region, region_mask, n4)
     with study.clock.stage("inputs"):
-        k = first + largest_cross_section(region_mask)
+        within = largest_cross_section(region_mask)
+        k = first + within
         sop = str(datasets[k].SOPInstanceUID) if len(datasets) > 1 else ""
         array = slice_input(region, region_mask, config.slice_size)
-    return SliceInput(array, series.series_uid, k, sop, source)
+        native = sitk.GetArrayFromImage(region)[within].astype(np.float32)
+        native_mask = (sitk.GetArrayFromImage(region_mask)[within] > 0).astype(np.uint8)
+        spacing = region.GetSpacing()
+    return SliceInput(array, series.series_uid, k, sop, source, native, native_mask,
+                      (float(spacing[1]), float(spacing[0])))  # fmt: skip
 
 
 def _stacks(study: _Study, config: PreprocessConfig) -> dict[str, StackInput]:

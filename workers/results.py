@@ -12,7 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
-from dicom_io.sc import blend, captioned, gradcam_capture
+from dicom_io.sc import blend, captioned, gradcam_capture, heat_overlay
+from dicom_io.seg import TUMOUR_DISPLAY_RGB
 from dicom_io.sr import (
     RESEARCH_USE,
     Algorithm,
@@ -227,14 +228,20 @@ def result_objects(
     objects = [ResultObject("sr", sr)]
     series_uid = derive_uid(payload.key, "sc-series")
     for number, (name, heat) in enumerate(sorted(decode_maps(analysis["heat_maps"]).items()), 1):
+        lines = _captions(payload, name, scores)
         if name.startswith("dm_"):
-            background = _background(inputs.stacks[name[3:]].array)
+            pixels = captioned(blend(_background(inputs.stacks[name[3:]].array), heat), lines)
             source = None
         else:
-            background = inputs.slices[name].array
-            source = _reference(evidence, inputs.slices[name].sop_instance_uid)
-        lines = _captions(payload, name, scores)
-        pixels = captioned(blend(background, heat), lines)
+            item = inputs.slices[name]
+            source = _reference(evidence, item.sop_instance_uid)
+            if item.native is not None and item.native_spacing is not None:
+                # on the slice the network saw, at its own resolution, with the outline
+                drawn = heat_overlay(item.native, heat, item.native_mask, item.native_spacing,
+                                     TUMOUR_DISPLAY_RGB)  # fmt: skip
+            else:  # inputs prepared by an older larc: over the network's input
+                drawn = blend(item.array, heat)
+            pixels = captioned(drawn, lines)
         sc = gradcam_capture(
             pixels,
             target,

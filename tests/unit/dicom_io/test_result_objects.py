@@ -13,7 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_io.sc import blend, captioned, gradcam_capture
+from dicom_io.sc import blend, captioned, gradcam_capture, heat_overlay
+from dicom_io.seg import TUMOUR_DISPLAY_RGB
 from dicom_io.sr import (
     PRIVATE_SCHEME,
     RESEARCH_USE,
@@ -367,6 +368,48 @@ def test_gradcam_secondary_capture_is_valid_rgb_with_burned_in_text(
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == post.SOPInstanceUID
     read = pydicom.dcmread(io.BytesIO(_bytes(sc)))
     assert np.array_equal(read.pixel_array, pixels)
+
+
+def test_the_heat_map_is_drawn_on_the_native_slice_with_its_outline_and_scale(
+    cohort: CohortResult, tmp_path: Path
+) -> None:
+    """A 100 x 50 slice of 0.5 x 1.0 mm pixels (a 50 mm square): shown square, as a viewer
+    would; the heat of the network's 8 x 8 grid lands where it lies on the slice; the tumour's
+    outline is drawn in larc's yellow; a colour bar gives the scale."""
+    rng = np.random.default_rng(0)
+    plane = rng.normal(300, 20, (100, 50))
+    plane[0, 0] = 10_000  # one outlier pixel: the window ignores it
+    mask = np.zeros((100, 50), dtype=np.uint8)
+    mask[40:60, 20:30] = 1  # 10 x 10 mm in the middle
+    heat = np.zeros((8, 8))
+    heat[0:2, 6:8] = 1.0  # the top right corner of the field of view
+    drawn = heat_overlay(plane, heat, mask, (0.5, 1.0), TUMOUR_DISPLAY_RGB)
+    assert drawn.shape == (384, 384 + 64, 3)
+    image = drawn[:, :384].astype(int)
+    yellow = np.all(image == TUMOUR_DISPLAY_RGB, axis=-1)
+    hot = (image[..., 0] - image[..., 2] > 40) & ~yellow  # the blend's reds over the grey
+    rows, cols = np.nonzero(hot)
+    assert rows.mean() < 384 * 0.25
+    assert cols.mean() > 384 * 0.75
+    rows, cols = np.nonzero(yellow)
+    # the outline of the 10 mm square, at 384 / 50 pixels per mm, centred
+    assert rows.min() == pytest.approx(192 - 38, abs=4)
+    assert rows.max() == pytest.approx(192 + 38, abs=4)
+    assert cols.max() - cols.min() == pytest.approx(77, abs=4)
+    grey = image[200:210, 60:70]  # windowed anatomy, not swamped by the outlier
+    assert 60 < grey.mean() < 200
+    bar = drawn[24:360, 384 + 8 + 7].astype(int)
+    assert bar[0, 0] > 100 > bar[0, 2]  # red (high) at the top
+    assert bar[-1, 2] > 100 > bar[-1, 0]  # blue (low) at the bottom
+    assert (drawn[:, 384 + 24 :].max(axis=2) > 200).sum() > 50  # its labels
+    pixels = captioned(drawn, ["T2W restaging - Grad-CAM", RESEARCH_USE])
+    assert pixels.shape[:2] == (384 + 2 * 16 + 8, 384 + 64)
+    post = _headers(cohort)[0]
+    sc = gradcam_capture(
+        pixels, post, _ref(post), derive_uid("k", "sc-series"), derive_uid("k", "sc", "pre_T2"),
+        1, "larc", "larc-rectal Grad-CAM (research use)", WHEN,
+    )  # fmt: skip
+    assert dciodvfy_errors(sc, tmp_path) == []
 
 
 def _bytes(ds: pydicom.Dataset) -> bytes:

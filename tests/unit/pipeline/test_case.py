@@ -62,6 +62,18 @@ def test_every_input_is_built_from_the_right_series(
             for f in series[role].files
         }
         assert piece.sop_instance_uid in source
+        # the native slice the heat map is drawn on: that image's pixels around the tumour
+        assert piece.native is not None
+        assert piece.native_mask is not None
+        assert piece.native_spacing is not None
+        assert piece.native.shape == piece.native_mask.shape
+        assert piece.native_mask.any()
+        image = pydicom.dcmread(source[piece.sop_instance_uid])
+        if role != Role.DWI:  # one frame per file (DWI: b-values interleaved, same spacing)
+            assert piece.native_spacing == pytest.approx(
+                [float(v) for v in image.PixelSpacing], rel=1e-4
+            )
+            assert piece.native.shape[0] <= int(image.Rows)
     # every study of this cohort has a SEG on DWI: the DWI uses it, the others the RTSTRUCT
     assert inputs.slices["pre_DWI"].mask_source.startswith("SEG ")
     assert inputs.slices["pre_T2"].mask_source.startswith("RTSTRUCT ")
@@ -127,6 +139,9 @@ def test_round_trip_through_npz_is_exact(
     for name, piece in inputs.slices.items():
         assert np.array_equal(again.slices[name].array, piece.array)
         assert again.slices[name].sop_instance_uid == piece.sop_instance_uid
+        assert np.array_equal(again.slices[name].native, piece.native)
+        assert np.array_equal(again.slices[name].native_mask, piece.native_mask)
+        assert again.slices[name].native_spacing == piece.native_spacing
     for name, stack in inputs.stacks.items():
         assert np.array_equal(again.stacks[name].array, stack.array)
     assert again.acquisition == inputs.acquisition

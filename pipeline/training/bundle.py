@@ -62,7 +62,7 @@ from pipeline.networks import (
     response_network,
     to_tensor,
 )
-from pipeline.stats import auc_delong, harrell_c_ci
+from pipeline.stats import auc_delong, calibration, harrell_c_ci
 from pipeline.training.checkpoints import load_stage, save_stage, stage_key
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.networks import Progress, SignatureTraining, cross_validate
@@ -533,12 +533,13 @@ def _held_out_metrics(
         have = [p for p in test if f"response_{name}" in scores[p] and not np.isnan(y[p])]
         labels = y[have].astype(int).to_numpy()
         if len(set(labels.tolist())) == 2:
-            est = auc_delong(
-                labels, [scores[p][f"response_{name}"]["p_good_response"] for p in have]
-            )
+            probs = [scores[p][f"response_{name}"]["p_good_response"] for p in have]
+            est = auc_delong(labels, probs)
+            fit = calibration(labels, probs)
             metrics[f"auc_{name}"] = {"value": est.auc, "ci95": [est.low, est.high],
                                       "n": len(have), "events": int(labels.sum()),
-                                      "non_events": int(len(labels) - labels.sum())}  # fmt: skip
+                                      "non_events": int(len(labels) - labels.sum()),
+                                      "ece": fit.ece, "brier": fit.brier}  # fmt: skip
     dm = {p: scores[p]["distant_metastasis"] for p in test if "distant_metastasis" in scores[p]}
     risks = {
         "c_index_DLRS": {p: s["dlrs"] for p, s in dm.items()},
@@ -607,6 +608,8 @@ def model_card(manifest: dict[str, Any]) -> str:
         if isinstance(value, dict):
             ci = value.get("ci95")
             shown = f"{value['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+            if "ece" in value:  # calibration of a probability
+                shown += f"; calibration ECE {value['ece']:.3f}, Brier {value['brier']:.3f}"
             lines.append(f"- {key}: {shown}, n = {value['n']}")
     lines += ["", "## Validation", ""]
     lines += [

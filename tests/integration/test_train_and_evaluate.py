@@ -69,6 +69,10 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     card = (bundle_dir / "model_card.md").read_text()
     assert f"held-out Dice mean {segmentation['held_out']['dice_mean']:.3f}" in card
     assert "Training envelope" in card
+    fdl = manifest["metrics"]["auc_FDL"]  # held out: discrimination and calibration
+    assert 0.0 <= fdl["ece"] <= 1.0
+    assert 0.0 <= fdl["brier"] <= 1.0
+    assert f"calibration ECE {fdl['ece']:.3f}, Brier {fdl['brier']:.3f}" in card
     with pytest.raises(BundleError, match="other preprocessing"):
         Bundle.load(bundle_dir, expected=PreprocessConfig())
     _check_training_validation(manifest, trained.stdout, card)

@@ -43,9 +43,9 @@ from pipeline.models import (
     load_estimator,
 )
 from pipeline.networks import (
-    GRADCAM_LAYERS,
     ModelError,
     dm_network,
+    gradcam_layer,
     load_weights,
     penultimate_features,
     predict_probability,
@@ -162,12 +162,13 @@ class Bundle:
         withheld (the signatures go with FDL, the DM networks with the DLRS)."""
         maps: dict[str, NDArray[np.float32]] = {}
         held = self.withheld if require_validated else {}
-        response_layer = GRADCAM_LAYERS[self.manifest["networks"]["response"]["backbone"]]
+        nets = self.manifest["networks"]
+        response_layer = gradcam_layer(nets["response"]["backbone"], self.preprocess.slice_size)
         for name, model in self.response_networks.items():
             if name in inputs.slices and "response_FDL" not in held:
                 image = to_tensor(inputs.slices[name].array[None])[0]
                 maps[name] = gradcam(model, image, response_layer)
-        dm_layer = "backbone." + GRADCAM_LAYERS[self.manifest["networks"]["dm"]["backbone"]]
+        dm_layer = "backbone." + gradcam_layer(nets["dm"]["backbone"], self.preprocess.stack_size)
         for name, model in self.dm_networks.items():
             if name in inputs.stacks and "distant_metastasis" not in held:
                 maps[f"dm_{name}"] = gradcam(model, inputs.stacks[name].array, dm_layer)

@@ -25,6 +25,24 @@ from pipeline.errors import PipelineInputError
 Backbone = Literal["densenet121", "resnet18", "vit"]
 # the last convolutional block of each backbone (its output feeds no in-place operation)
 GRADCAM_LAYERS = {"densenet121": "features.denseblock4", "resnet18": "layer4"}
+# its blocks from the last, with how much each shrinks the input (its stride)
+_GRADCAM_BLOCKS = {
+    "densenet121": (("features.denseblock4", 32), ("features.denseblock3", 16),
+                    ("features.denseblock2", 8)),
+    "resnet18": (("layer4", 16), ("layer3", 8), ("layer2", 4)),  # MONAI's: no max-pool
+}  # fmt: skip
+MIN_GRADCAM_CELLS = 4
+
+
+def gradcam_layer(backbone: str, image_size: int) -> str:
+    """The block Grad-CAM reads for an input of ``image_size``: the last one whose map has at
+    least :data:`MIN_GRADCAM_CELLS` cells a side (DenseNet121's last block of a 256-pixel input
+    is 8 x 8; of a 32-pixel one 1 x 1, a map with no place in it), else the shallowest listed."""
+    blocks = _GRADCAM_BLOCKS[backbone]
+    for name, stride in blocks:
+        if image_size // stride >= MIN_GRADCAM_CELLS:
+            return name
+    return blocks[-1][0]
 
 
 class ModelError(RuntimeError):

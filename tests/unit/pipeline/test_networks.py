@@ -13,6 +13,7 @@ from pipeline.networks import (
     GRADCAM_LAYERS,
     ModelError,
     dm_network,
+    gradcam_layer,
     load_weights,
     predict_probability,
     response_network,
@@ -103,6 +104,23 @@ def test_gradcam_on_densenet_has_the_slice_shape() -> None:
     image = np.random.default_rng(0).normal(size=(1, 256, 256)).astype(np.float32)
     heat = gradcam(response_network("densenet121"), image, GRADCAM_LAYERS["densenet121"])
     assert heat.shape == (256, 256)
+
+
+def test_gradcam_reads_a_block_whose_map_has_places_in_it() -> None:
+    # the published sizes: the last block (DenseNet121 8 x 8 at 256, the DM ResNet18 7 x 7 at
+    # 112); small inputs: an earlier block, never a map of one cell
+    assert gradcam_layer("densenet121", 256) == GRADCAM_LAYERS["densenet121"]
+    assert gradcam_layer("resnet18", 112) == GRADCAM_LAYERS["resnet18"]
+    assert gradcam_layer("resnet18", 32) == "layer3"
+    assert gradcam_layer("densenet121", 64) == "features.denseblock3"
+    assert gradcam_layer("densenet121", 32) == "features.denseblock2"
+    torch.manual_seed(0)
+    model = response_network("densenet121", 32, 0.25)
+    image = np.random.default_rng(0).normal(size=(1, 32, 32)).astype(np.float32)
+    flat = gradcam(model, image, GRADCAM_LAYERS["densenet121"])  # 1 x 1 at 32 pixels
+    placed = gradcam(model, image, gradcam_layer("densenet121", 32))
+    assert flat.std() < 1e-6  # one cell: the same everywhere
+    assert placed.std() > 0.05
 
 
 @pytest.mark.gpu

@@ -235,14 +235,18 @@ class Bundle:
             for s in STACK_SEQUENCES
         }
         dl_prob = probs["T2"] + probs["ADC"]
-        lp = float(self.dm_cox.linear_predictor(np.array([[dl_prob]]))[0])
+        row = [dm_covariate(c, dl_prob, features) for c in self.dm_cox.covariates]
+        if any(math.isnan(v) for v in row):
+            result["not_scored"]["distant_metastasis"] = "no baseline tumour volume"
+            return
+        lp = float(self.dm_cox.linear_predictor(np.array([row]))[0])
         dm: dict[str, Any] = {
             "t2w_prob": probs["T2"],
             "adc_prob": probs["ADC"],
             "dl_prob": dl_prob,
             "dlrs": lp,
             "risk_group": self.dm_cutoff.group(np.array([lp]))[0],
-            "dmfs_3y": float(self.dm_cox.survival_at(np.array([[dl_prob]]), DM_HORIZON_MONTHS)[0]),
+            "dmfs_3y": float(self.dm_cox.survival_at(np.array([row]), DM_HORIZON_MONTHS)[0]),
         }
         if self.nomogram is not None:
             values = [
@@ -270,6 +274,21 @@ class Bundle:
                 "rrs": float(self.rrs_cox.linear_predictor(components)[0]),
                 "rfs_5y": float(self.rrs_cox.survival_at(components, RFS_HORIZON_MONTHS)[0]),
             }
+
+
+# the covariates the DLRS Cox model may have besides DL-prob (science B: DL-prob alone)
+DM_COVARIATES = ("log_pre_volume_ml",)
+
+
+def dm_covariate(name: str, dl_prob: float, features: Mapping[str, float]) -> float:
+    """One covariate of the DLRS Cox model for a case: ``dl_prob``, or the natural log of the
+    baseline tumour volume (ml; read by a radiologist, else measured from the VOI)."""
+    if name == "dl_prob":
+        return dl_prob
+    if name == "log_pre_volume_ml":
+        volume = float(features.get("pre_volume_ml", math.nan))
+        return math.log(volume) if volume > 0 else math.nan
+    raise BundleError(f"the DM model has a covariate larc does not know: {name}")
 
 
 def withhold(result: dict[str, Any], reasons: Mapping[str, str]) -> None:

@@ -315,6 +315,14 @@ def models(
             "so the DM networks see its size [default: the published per-slice bounding box].",
         ),
     ] = None,
+    dm_volume: Annotated[
+        bool,
+        typer.Option(
+            "--dm-volume",
+            help="Give the DLRS Cox model the log of the baseline tumour volume (read, else "
+            "measured from the VOI) besides DL-prob [default: DL-prob alone, as published].",
+        ),
+    ] = False,
     subtypes: Annotated[int, typer.Option(min=2, max=8, help="Science D subtypes (k).")] = 3,
     segmentation_epochs: Annotated[
         int,
@@ -396,6 +404,7 @@ def models(
         cache=out.with_name(out.name + ".prepared"),
         segmentation=segmentation,
         checkpoints=out.with_name(out.name + ".checkpoints"),
+        dm_covariates=("log_pre_volume_ml",) if dm_volume else (),
     )
     typer.echo(f"{len(data.cases)} patients with images; training a bundle into {out}", err=True)
     try:

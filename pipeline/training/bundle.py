@@ -35,6 +35,7 @@ from pipeline.bundle import (
     RESEARCH_USE,
     RFS_HORIZON_MONTHS,
     Bundle,
+    dm_covariate,
     torch_save,
 )
 from pipeline.case import CaseInputs
@@ -105,6 +106,9 @@ class ModelRun:
     min_events: int = DEFAULT_MIN_EVENTS
     # each trained network stage is kept here until the bundle is written (None: not kept)
     checkpoints: Path | None = None
+    # covariates of the DLRS Cox model besides DL-prob (pipeline.bundle.DM_COVARIATES; the
+    # published recipe: none)
+    dm_covariates: tuple[str, ...] = ()
 
 
 def _outcomes(rows: Mapping[str, Mapping[str, str]], patients: Sequence[str]) -> pd.DataFrame:
@@ -296,7 +300,11 @@ def train_models(
         dm_models[sequence] = model
         torch_save(model, out / "weights" / "dm" / f"{sequence}.pt")
     table["dl_prob"] = table["dm_T2"] + table["dm_ADC"]
-    dm_manifest = _fit_dm(table, outcomes, train, out, nomogram="nomogram" not in skipped)
+    for name in run.dm_covariates:
+        table[name] = [dm_covariate(name, dl, row) for dl, (_, row) in
+                       zip(table["dl_prob"], table.iterrows(), strict=True)]  # fmt: skip
+    dm_manifest = _fit_dm(table, outcomes, train, out, nomogram="nomogram" not in skipped,
+                          covariates=("dl_prob", *run.dm_covariates))  # fmt: skip
 
     # science D
     deep = {
@@ -435,24 +443,24 @@ def _fit_response(
 
 
 def _fit_dm(
-    table: pd.DataFrame, outcomes: pd.DataFrame, train: list[str], out: Path, nomogram: bool
+    table: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    train: list[str],
+    out: Path,
+    nomogram: bool,
+    covariates: tuple[str, ...] = ("dl_prob",),
 ) -> dict[str, Any]:
-    """The DLRS Cox model and its cut-off; with ``nomogram``, the nomogram and its clinical
-    comparator too."""
+    """The DLRS Cox model (on ``covariates``) and its cut-off; with ``nomogram``, the nomogram
+    and its clinical comparator too."""
     frame = (
-        pd.DataFrame(
-            {
-                "dl_prob": table["dl_prob"],
-                "time": outcomes["dm_time_months"],
-                "event": outcomes["dm_event"],
-            }
-        )
+        table[list(covariates)]
+        .assign(time=outcomes["dm_time_months"], event=outcomes["dm_event"])
         .loc[train]
         .dropna()
     )
     cox = CoxModel.fit(frame, "time", "event")
     cox.save(out / "models" / "dm_cox.json")
-    lp = cox.linear_predictor(frame[["dl_prob"]].to_numpy())
+    lp = cox.linear_predictor(frame[list(covariates)].to_numpy())
     cutoff = RiskCutoff.fit(
         lp, frame["time"].to_numpy(), frame["event"].astype(int).to_numpy(), DM_HORIZON_MONTHS
     )
@@ -585,7 +593,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{nets['response']['width']}), six networks, out-of-fold signatures.",
         f"- Response classifiers: RBF-SVM on FDL, CR ({', '.join(cr)}) and CRD.",
         f"- Distant metastasis: {nets['dm']['backbone']} on T2W and ADC crop stacks; Cox on "
-        f"DL-prob (cut-off {manifest['dm']['cutoff']:.3f})"
+        f"{', '.join(manifest['dm']['coefficients'])} (cut-off {manifest['dm']['cutoff']:.3f})"
         + ("; nomogram with cT stage, CEA, ypN." if manifest["dm"].get("nomogram") else "."),
         (
             f"- Subtypes: k = {manifest['subtypes']['k']} clusters of deep features; RRS Cox on "

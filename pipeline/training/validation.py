@@ -133,8 +133,9 @@ def out_of_fold_estimates(
     base = pd.DataFrame({"time": outcomes["dm_time_months"], "event": outcomes["dm_event"]})
     dm = manifest.get("dm") or {}
     if dm:
-        frame = base.assign(dl_prob=table["dl_prob"]).loc[train].dropna()
-        if (found := _cox_oof(frame[["dl_prob", "time", "event"]], folds, seed)) is not None:
+        columns = list(dm.get("coefficients") or ["dl_prob"])  # the DLRS model's covariates
+        frame = table[columns].join(base).loc[train].dropna()
+        if (found := _cox_oof(frame[[*columns, "time", "event"]], folds, seed)) is not None:
             out["distant_metastasis"] = found
     if dm.get("nomogram"):
         frame = table.loc[train, list(nomogram_factors)].join(base.loc[train]).dropna()

@@ -63,7 +63,7 @@ from pipeline.networks import (
     response_network,
     to_tensor,
 )
-from pipeline.stats import auc_delong, calibration, harrell_c_ci
+from pipeline.stats import calibration
 from pipeline.training.checkpoints import load_stage, save_stage, stage_key
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.networks import Progress, SignatureTraining, cross_validate
@@ -74,11 +74,13 @@ from pipeline.training.segmentation import (
     train_segmenter,
 )
 from pipeline.training.validation import (
-    held_out_estimates,
+    METRIC_KEYS,
     out_of_fold_estimates,
+    response_pairs,
+    score_estimates,
     validation_record,
 )
-from pipeline.validation import DEFAULT_MIN_EVENTS, present_outputs, validation_lines
+from pipeline.validation import DEFAULT_MIN_EVENTS, Estimate, present_outputs, validation_lines
 
 SEGMENTATION_DIR = "segmentation"
 
@@ -383,11 +385,11 @@ def train_models(
         "segmentation": segmentation,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    manifest["metrics"] = _held_out_metrics(out, manifest, inputs, rows, outcomes, test)
+    manifest["metrics"], held_out = _held_out_metrics(out, manifest, inputs, rows, test)
     manifest["validation"] = validation_record(
         out_of_fold_estimates(table, outcomes, train, manifest, deep, run.response.folds,
                               run.response.seed, NOMOGRAM_FACTORS),
-        held_out_estimates(manifest["metrics"]),
+        held_out,
         present_outputs(manifest),
         run.min_events,
     )  # fmt: skip
@@ -526,47 +528,25 @@ def _held_out_metrics(
     manifest: dict[str, Any],
     inputs: Mapping[str, CaseInputs],
     rows: Mapping[str, Mapping[str, str]],
-    outcomes: pd.DataFrame,
     test: list[str],
-) -> dict[str, Any]:
-    """Scores of the held-out patients through the bundle itself, as scoring will compute them."""
+) -> tuple[dict[str, Any], dict[str, Estimate]]:
+    """(the manifest's ``metrics``, each output's held-out estimate): the held-out patients
+    scored through the bundle itself, as scoring will compute them."""
     if not test:
-        return {}
+        return {}, {}
     write_manifest(out, manifest)  # so the bundle loads as it will in production
     bundle = Bundle.load(out)
     scores = {p: bundle.score(inputs[p], rows[p], require_validated=False) for p in test}
+    estimates = score_estimates(scores, rows, "held_out")
     metrics: dict[str, Any] = {"patients": len(test)}
-    y = outcomes["good_response"]
-    for name in ("FDL", "CR", "CRD"):
-        have = [p for p in test if f"response_{name}" in scores[p] and not np.isnan(y[p])]
-        labels = y[have].astype(int).to_numpy()
-        if len(set(labels.tolist())) == 2:
-            probs = [scores[p][f"response_{name}"]["p_good_response"] for p in have]
-            est = auc_delong(labels, probs)
-            fit = calibration(labels, probs)
-            metrics[f"auc_{name}"] = {"value": est.auc, "ci95": [est.low, est.high],
-                                      "n": len(have), "events": int(labels.sum()),
-                                      "non_events": int(len(labels) - labels.sum()),
-                                      "ece": fit.ece, "brier": fit.brier}  # fmt: skip
-    dm = {p: scores[p]["distant_metastasis"] for p in test if "distant_metastasis" in scores[p]}
-    risks = {
-        "c_index_DLRS": {p: s["dlrs"] for p, s in dm.items()},
-        # the nomogram's risk: one minus its 3-year DM-free survival
-        "c_index_nomogram": {p: 1 - s["nomogram_dmfs_3y"] for p, s in dm.items()
-                             if "nomogram_dmfs_3y" in s},
-        "c_index_RRS": {p: scores[p]["recurrence"]["rrs"] for p in test
-                        if "recurrence" in scores[p]},
-    }  # fmt: skip
-    for key, risk in risks.items():
-        prefix = "rfs" if key == "c_index_RRS" else "dm"
-        have = [p for p in risk if not np.isnan(outcomes.loc[p, f"{prefix}_time_months"])]
-        e = outcomes.loc[have, f"{prefix}_event"].astype(int).to_numpy()
-        if have and e.sum() > 0:
-            c, low, high = harrell_c_ci(outcomes.loc[have, f"{prefix}_time_months"].to_numpy(),
-                                        e, [risk[p] for p in have], n_boot=300)  # fmt: skip
-            metrics[key] = {"value": c, "ci95": [low, high], "n": len(have),
-                            "events": int(e.sum())}  # fmt: skip
-    return metrics
+    for name, est in estimates.items():
+        entry = {"value": est.value, "ci95": [est.low, est.high], "n": est.n,
+                 "events": est.events}  # fmt: skip
+        if est.non_events is not None:  # a probability: its calibration too
+            fit = calibration(*response_pairs(scores, rows, name.removeprefix("response_")))
+            entry |= {"non_events": est.non_events, "ece": fit.ece, "brier": fit.brier}
+        metrics[METRIC_KEYS[name]] = entry
+    return metrics, estimates
 
 
 def model_card(manifest: dict[str, Any]) -> str:

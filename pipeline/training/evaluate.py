@@ -52,7 +52,7 @@ from pipeline.stats import (
 from pipeline.training.bundle import model_card
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.predictions import write_predictions
-from pipeline.training.validation import external_estimates
+from pipeline.training.validation import score_estimates
 from pipeline.validation import revalidate
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,7 @@ def validated_copy(
             f"{len(seen)} of the cohort's patients trained the bundle: an external validation "
             "needs patients it has not seen (use --held-out-only)"
         )
-    estimates = external_estimates(scores, rows)
+    estimates = score_estimates(scores, rows, "external")
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "from_version": bundle.manifest["version"],

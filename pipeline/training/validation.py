@@ -5,7 +5,7 @@ k folds on the training patients' out-of-fold signatures and DL-probs (the netwo
 cross-validation), and each patient is scored by the fold that did not see it. The recurrence
 subtypes use deep features of the final DM networks, which saw these patients: that estimate is
 optimistic and says so. Held-out: the bundle's own scores of the held-out patients
-(:func:`pipeline.training.bundle._held_out_metrics`).
+(:func:`score_estimates`, which also gives a site's external estimates).
 """
 
 from __future__ import annotations
@@ -149,21 +149,10 @@ def out_of_fold_estimates(
     return out
 
 
-_HELD_OUT_KEYS = {"auc_FDL": "response_FDL", "auc_CR": "response_CR", "auc_CRD": "response_CRD",
-                  "c_index_DLRS": "distant_metastasis", "c_index_nomogram": "nomogram",
-                  "c_index_RRS": "recurrence"}  # fmt: skip
-
-
-def held_out_estimates(metrics: Mapping[str, Any]) -> dict[str, Estimate]:
-    """The manifest's held-out ``metrics`` as estimates, by output."""
-    out = {}
-    for key, name in _HELD_OUT_KEYS.items():
-        entry = metrics.get(key)
-        if isinstance(entry, dict) and entry.get("ci95") and "events" in entry:
-            low, high = entry["ci95"]
-            out[name] = Estimate("held_out", entry["value"], low, high, entry["n"],
-                                 entry["events"], entry.get("non_events"))  # fmt: skip
-    return out
+# each output's entry in a manifest's held-out ``metrics``
+METRIC_KEYS = {"response_FDL": "auc_FDL", "response_CR": "auc_CR", "response_CRD": "auc_CRD",
+               "distant_metastasis": "c_index_DLRS", "nomogram": "c_index_nomogram",
+               "recurrence": "c_index_RRS"}  # fmt: skip
 
 
 def validation_record(
@@ -182,22 +171,32 @@ def validation_record(
     return record
 
 
-def external_estimates(
-    scores: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, str]]
+def response_pairs(
+    scores: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, str]], model: str
+) -> tuple[list[int], list[float]]:
+    """(observed good response, P(good response) of ``model``) of the patients that have both."""
+    labels, probs = [], []
+    for p, s in scores.items():
+        label = good_response(rows[p])
+        if f"response_{model}" in s and label is not None:
+            labels.append(int(label))
+            probs.append(float(s[f"response_{model}"]["p_good_response"]))
+    return labels, probs
+
+
+def score_estimates(
+    scores: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, str]], cohort: str
 ) -> dict[str, Estimate]:
-    """Each output's estimate on an external cohort (every output scored, none withheld)."""
+    """Each output's estimate on scored patients (every output scored, none withheld): the
+    held-out patients at training, a site's external ones with larc evaluate --validate."""
     out: dict[str, Estimate] = {}
     for name in ("FDL", "CR", "CRD"):
-        labels, probs = [], []
-        for p, s in scores.items():
-            label = good_response(rows[p])
-            if f"response_{name}" in s and label is not None:
-                labels.append(int(label))
-                probs.append(float(s[f"response_{name}"]["p_good_response"]))
-        if (found := binary_estimate("external", labels, probs)) is not None:
+        found = binary_estimate(cohort, *response_pairs(scores, rows, name))
+        if found is not None:
             out[f"response_{name}"] = found
     survival = {
         "distant_metastasis": ("dm", lambda s: (s.get("distant_metastasis") or {}).get("dlrs")),
+        # the nomogram's risk: one minus its 3-year DM-free survival
         "nomogram": ("dm", lambda s: None if "nomogram_dmfs_3y" not in (
             dm := s.get("distant_metastasis") or {}) else 1 - dm["nomogram_dmfs_3y"]),
         "recurrence": ("rfs", lambda s: (s.get("recurrence") or {}).get("rrs")),
@@ -211,6 +210,6 @@ def external_estimates(
                 t.append(time_)
                 e.append(int(event))
                 r.append(float(risk))
-        if (found := survival_estimate("external", t, e, r)) is not None:
+        if (found := survival_estimate(cohort, t, e, r)) is not None:
             out[name] = found
     return out

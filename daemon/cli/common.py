@@ -5,6 +5,7 @@ score summary. Command modules import this module and library code, never each o
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,7 +153,8 @@ def progress_bars(patients: int) -> Iterator[tuple[Callable[[int, int], None], A
         def epoch(name: str, n: int, total: int, loss: float) -> None:
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total, note="")
-            bar.update(tasks[name], completed=n, note=f"validation {loss:.3f}")
+            note = "all patients" if math.isnan(loss) else f"validation {loss:.3f}"
+            bar.update(tasks[name], completed=n, note=note)
 
         yield prepared, epoch
 

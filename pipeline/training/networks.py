@@ -4,7 +4,10 @@ Training follows the study: SGD (lr 0.01, batch 32), random resized crop (scale 
 aspect 0.9-1.1) and horizontal flip (p 0.5). Early stopping on a stratified validation split of
 the training patients keeps the best epoch. :func:`cross_validate` gives out-of-fold signatures
 (the only ones the second-stage classifier may see, see the leakage warning in science A) and a
-final network trained on every patient for inference.
+final network trained on every patient for inference. The final network has no patients left to
+stop on: it is trained for the mean of the fold networks' best epochs (rounded up), so the network
+scoring uses is as trained as the ones whose out-of-fold signatures the classifier learned from
+(an early stop of its own on a fifth of the patients picked epoch 1 for some).
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def train_network(
     name: str = "signature",
     progress: Progress | None = None,
     build: Callable[[], nn.Module] | None = None,
+    fixed_epochs: int | None = None,
 ) -> TrainedNetwork:
     """Train one network on ``inputs`` (N, C, H, W) with early stopping.
 
@@ -133,17 +137,22 @@ def train_network(
     configured backbone and width).
 
     A stratified ``validation_fraction`` of the inputs is held back to pick the best epoch;
-    the returned model holds that epoch's weights and is in eval mode.
+    the returned model holds that epoch's weights and is in eval mode. With ``fixed_epochs``,
+    every input is trained on for exactly that many epochs instead (no validation split, no
+    early stop; the validation loss is then NaN).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(np.unique(labels)) < 2:
         raise ValueError(f"{name}: the training patients hold only one class")
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)),
-        test_size=config.validation_fraction,
-        stratify=labels,
-        random_state=seed,
-    )
+    if fixed_epochs is not None:
+        train_idx, val_idx = np.arange(len(labels)), np.arange(0)
+    else:
+        train_idx, val_idx = train_test_split(
+            np.arange(len(labels)),
+            test_size=config.validation_fraction,
+            stratify=labels,
+            random_state=seed,
+        )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     where = device()
@@ -164,7 +173,7 @@ def train_network(
     weights = _class_weights(labels[train_idx]).to(where)
     best = TrainedNetwork(copy.deepcopy(model), 0, math.inf)
     stale = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, (fixed_epochs or config.epochs) + 1):
         model.train()
         order = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=generator)]
         running = 0.0
@@ -178,12 +187,16 @@ def train_network(
             loss.backward()
             optimiser.step()
             running += loss.item() * len(chosen)
-        val_loss = _loss(model, x_val, y_val, weights)
+        val_loss = _loss(model, x_val, y_val, weights) if len(val_idx) else math.nan
         best.history.append(
             {"epoch": epoch, "train_loss": running / len(order), "validation_loss": val_loss}
         )
         if progress is not None:
-            progress(name, epoch, config.epochs, val_loss)
+            progress(name, epoch, fixed_epochs or config.epochs, val_loss)
+        if fixed_epochs is not None:
+            if epoch == fixed_epochs:
+                best.model, best.best_epoch, best.best_validation_loss = model, epoch, val_loss
+            continue
         if val_loss < best.best_validation_loss - 1e-4:
             best.model, best.best_epoch, best.best_validation_loss = (
                 copy.deepcopy(model),
@@ -198,6 +211,11 @@ def train_network(
                 break
     best.model.eval()
     return best
+
+
+def final_epochs(best_epochs: list[int]) -> int:
+    """Epochs of the final network: the mean of the folds' best epochs, rounded up, at least 1."""
+    return max(1, math.ceil(sum(best_epochs) / max(len(best_epochs), 1)))
 
 
 @dataclass
@@ -221,7 +239,8 @@ def cross_validate(
 ) -> CrossValidated:
     """k-fold training: each patient's signature comes from the network that did not see it.
 
-    Then one final network on all patients (for inference). With ``checkpoints``, each fold's
+    Then one final network on all patients (for inference), trained for the mean of the fold
+    networks' best epochs rounded up (see the module's note). With ``checkpoints``, each fold's
     best weights and the final weights are written there as ``fold<k>.pt`` / ``final.pt``.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -245,6 +264,13 @@ def cross_validate(
         if checkpoints is not None:
             checkpoints.mkdir(parents=True, exist_ok=True)
             save_weights(net.model, checkpoints / f"fold{k + 1}.pt")
+    epochs = final_epochs([net.best_epoch for net in trained])
+    log.info(
+        "%s final: %d epochs on every patient (the folds' best: %s)",
+        name,
+        epochs,
+        ", ".join(str(net.best_epoch) for net in trained),
+    )
     final = train_network(
         inputs,
         labels,
@@ -253,6 +279,7 @@ def cross_validate(
         name=f"{name} final",
         progress=progress,
         build=build,
+        fixed_epochs=epochs,
     )
     if checkpoints is not None:
         save_weights(final.model, checkpoints / "final.pt")

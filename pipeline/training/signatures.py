@@ -198,7 +198,7 @@ def _train_one(
         "out_of_fold_auc": oof_auc,
         "test_auc": test_auc,
         "best_epochs": [f.best_epoch for f in result.folds],
-        "final_best_epoch": result.final.best_epoch,
+        "final_epochs": result.final.best_epoch,
         "final_history": result.final.history,
         "missing": missing,
         "seconds": round(time.perf_counter() - started, 1),

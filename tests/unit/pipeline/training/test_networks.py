@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ from pydantic import ValidationError
 from dicom_io.pairing import PairingPolicy
 from pipeline.networks import predict_probability, to_tensor
 from pipeline.training.cohort import Study, good_response, read_labels, timepoint_files
-from pipeline.training.networks import SignatureTraining, augment, cross_validate
+from pipeline.training.networks import (
+    SignatureTraining,
+    augment,
+    cross_validate,
+    final_epochs,
+)
 
 
 def _ramp(n: int = 2, size: int = 32) -> torch.Tensor:
@@ -75,6 +81,11 @@ def test_out_of_fold_signatures_come_from_networks_that_did_not_see_the_patient(
         held = result.fold == k
         again = predict_probability(net.model, to_tensor(slices[held]))
         assert np.allclose(again, result.out_of_fold[held], atol=1e-6)
+    # the final network (no patients left to stop on) trains as long as the folds' best, on
+    # every patient: never stopped at epoch 1 by a split of its own
+    assert result.final.best_epoch == final_epochs([net.best_epoch for net in result.folds])
+    assert len(result.final.history) == result.final.best_epoch
+    assert all(math.isnan(h["validation_loss"]) for h in result.final.history)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "final.pt",
         "fold1.pt",
@@ -106,3 +117,9 @@ def test_outcome_labels_and_timepoints(tmp_path: Path) -> None:
         "baseline": [Path("b")],
         "restaging": [Path("c")],
     }
+
+
+def test_the_final_network_trains_as_long_as_the_folds_best() -> None:
+    assert final_epochs([1, 9]) == 5
+    assert final_epochs([4, 5, 5]) == 5  # 4.67 rounded up
+    assert final_epochs([]) == 1

@@ -97,6 +97,62 @@ def outlined_automatically(bundle: Bundle, cases: Cases, out: Path) -> tuple[Cas
     return done, declined
 
 
+# (name, metric, score key, field, outcome): each output larc sends, compared with the
+# generator's oracle on the same patients (the nomogram's risk is 1 - its 3-year DMFS)
+OUTPUTS = (
+    ("CR", "AUC", "response_CR", "p_good_response", "response"),
+    ("FDL", "AUC", "response_FDL", "p_good_response", "response"),
+    ("CRD", "AUC", "response_CRD", "p_good_response", "response"),
+    ("DLRS", "C-index", "distant_metastasis", "dlrs", "dm"),
+    ("nomogram", "C-index", "distant_metastasis", "nomogram_dmfs_3y", "dm"),
+    ("RRS", "C-index", "recurrence", "rrs", "rfs"),
+)
+
+
+def against_oracle(
+    scores: dict[str, dict[str, Any]], rows: dict[str, dict[str, str]], patients: list[str]
+) -> list[tuple[str, str, int, float, float]]:
+    """(output, metric, patients, value, oracle value on the same patients) for every output."""
+    table = []
+    for name, metric, key, field, outcome in OUTPUTS:
+        have = [p for p in patients if field in (scores[p].get(key) or {})]
+        if not have:
+            continue
+        values = [float(scores[p][key][field]) for p in have]
+        if name == "nomogram":
+            values = [1 - v for v in values]
+        if outcome == "response":
+            labels = np.array([int(rows[p]["good_response"]) for p in have])
+            oracle = [float(rows[p]["oracle_p_good"]) for p in have]
+            table.append((name, metric, len(have), auc(labels, values), auc(labels, oracle)))
+            continue
+        times = np.array([float(rows[p][f"{outcome}_time_months"]) for p in have])
+        events = np.array([int(rows[p][f"{outcome}_event"]) for p in have])
+        oracle = [float(rows[p][f"oracle_log_hazard_{outcome}"]) for p in have]
+        table.append(
+            (name, metric, len(have), harrell_c(times, events, values),
+             harrell_c(times, events, oracle))
+        )  # fmt: skip
+    return table
+
+
+def print_table(table: list[tuple[str, str, int, float, float]]) -> None:
+    """The comparison with the oracle as a Markdown table."""
+    print("| model | metric | patients | value | oracle | ratio |\n|---|---|---|---|---|---|")
+    for name, metric, n, value, oracle in table:
+        print(f"| {name} | {metric} | {n} | {value:.3f} | {oracle:.3f} | {value / oracle:.2f} |")
+
+
+def labelled_cases(spec: CohortSpec, out: Path) -> tuple[dict[str, dict[str, str]], Cases]:
+    """A generated cohort's label rows and each patient's baseline/restaging files."""
+    cohort = generate_cohort(spec, out, workers=2)
+    with cohort.labels_path.open() as handle:
+        rows = {r["patient_id"]: r for r in csv.DictReader(handle)}
+    policy = PairingPolicy("re-?stag", "baseline", 21, 200)
+    cases = {p: timepoint_files(s, rows[p], policy) for p, s in scan_folder(cohort.out_dir).items()}
+    return rows, cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=300)
@@ -108,6 +164,14 @@ def main() -> None:
     parser.add_argument("--stack-size", type=int, default=48)
     parser.add_argument("--stack-depth", type=int, default=12)
     parser.add_argument("--segmentation-epochs", type=int, default=40, help="0: no segmenter")
+    parser.add_argument("--dm-volume", action="store_true", help="DLRS with log tumour volume")
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 (faster, as the demo)")
+    parser.add_argument(
+        "--independent-seed",
+        type=int,
+        help="also score every patient of an independent cohort drawn with this seed",
+    )
+    parser.add_argument("--independent-patients", type=int, default=100)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -115,19 +179,16 @@ def main() -> None:
         spec = CohortSpec(
             patients=args.patients, seed=args.seed, matrix=64, slices=12, missing_fraction=0.0
         )
-        cohort = generate_cohort(spec, Path(tmp) / "cohort", workers=2)
+        rows, cases = labelled_cases(spec, Path(tmp) / "cohort")
         generated = time.perf_counter() - started
-        with cohort.labels_path.open() as handle:
-            rows = {r["patient_id"]: r for r in csv.DictReader(handle)}
-        policy = PairingPolicy("re-?stag", "baseline", 21, 200)
-        cases = {
-            p: timepoint_files(s, rows[p], policy) for p, s in scan_folder(cohort.out_dir).items()
-        }
         common = {"epochs": args.epochs, "folds": args.folds, "patience": 8, "seed": args.seed}
         run = ModelRun(
             out_dir=Path(tmp) / "bundle",
             preprocess=PreprocessConfig(
-                slice_size=args.image_size, stack_size=args.stack_size, stack_depth=args.stack_depth
+                slice_size=args.image_size,
+                stack_size=args.stack_size,
+                stack_depth=args.stack_depth,
+                n4=not args.no_n4,
             ),
             response=SignatureTraining.model_validate({**common, "width": args.width}),
             dm=SignatureTraining.model_validate(
@@ -139,6 +200,7 @@ def main() -> None:
             segmentation=SegmentationTraining(epochs=args.segmentation_epochs, patch=64, seed=0)
             if args.segmentation_epochs
             else None,
+            dm_covariates=("log_pre_volume_ml",) if args.dm_volume else (),
         )
         manifest = train_models(cases, rows, run)
         trained = time.perf_counter() - started - generated
@@ -150,23 +212,22 @@ def main() -> None:
             held_out = {p: cases[p] for p in scores}
             auto_cases, declined = outlined_automatically(bundle, held_out, Path(tmp) / "auto")
             auto_scores, _, _ = score_cohort(bundle, auto_cases, rows, held_out_only=True)
+        independent = None
+        if args.independent_seed is not None:
+            spec = CohortSpec(
+                patients=args.independent_patients, seed=args.independent_seed, matrix=64,
+                slices=12, missing_fraction=0.0, id_prefix="IND",
+            )  # fmt: skip
+            other_rows, other_cases = labelled_cases(spec, Path(tmp) / "independent")
+            other_scores, _, _ = score_cohort(bundle, other_cases, other_rows)
+            independent = (other_scores, other_rows, sorted(other_scores))
     test = sorted(scores)
     train_hashes = set(manifest["training_data"]["train_patients_sha256"])
     assert not any(hashlib.sha256(p.encode()).hexdigest()[:16] in train_hashes for p in test)
-    y = np.array([int(rows[p]["good_response"]) for p in test])
-    oracle_p = np.array([float(rows[p]["oracle_p_good"]) for p in test])
-    table = []
-    for name in ("CR", "FDL", "CRD"):
-        have = [i for i, p in enumerate(test) if f"response_{name}" in scores[p]]
-        value = auc(y[have], [scores[test[i]][f"response_{name}"]["p_good_response"] for i in have])
-        oracle = auc(y[have], oracle_p[have])
-        table.append((name, "AUC", len(have), value, oracle))
-    dm = [p for p in test if "distant_metastasis" in scores[p]]
-    t = np.array([float(rows[p]["dm_time_months"]) for p in dm])
-    e = np.array([int(rows[p]["dm_event"]) for p in dm])
-    dlrs = harrell_c(t, e, [scores[p]["distant_metastasis"]["dlrs"] for p in dm])
-    oracle_c = harrell_c(t, e, [float(rows[p]["oracle_log_hazard_dm"]) for p in dm])
-    table.append(("DLRS", "C-index", len(dm), dlrs, oracle_c))
+    table = against_oracle(scores, rows, test)
+    independent_table: list[tuple[str, str, int, float, float]] = []
+    if independent is not None:
+        independent_table = against_oracle(*independent)
     auto_table = []
     for name, key, field in (("CR", "response_CR", "p_good_response"),
                              ("FDL", "response_FDL", "p_good_response"),
@@ -196,9 +257,13 @@ def main() -> None:
         f"epochs; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
     print(f"generate {generated:.0f} s, train {trained:.0f} s, total {total:.0f} s")
-    print("| model | metric | test patients | test | oracle | ratio |\n|---|---|---|---|---|---|")
-    for name, metric, n, value, oracle in table:
-        print(f"| {name} | {metric} | {n} | {value:.3f} | {oracle:.3f} | {value / oracle:.2f} |")
+    print_table(table)
+    if independent_table:
+        print(
+            f"\nan independent cohort ({args.independent_patients} patients, seed "
+            f"{args.independent_seed}), every patient scored by the same bundle"
+        )
+        print_table(independent_table)
     if auto_table:
         scored = len(test) - len(declined)
         print(
@@ -214,6 +279,7 @@ def main() -> None:
             json.dumps(
                 {
                     "table": table,
+                    "independent": independent_table,
                     "automatic_masks": auto_table,
                     "declined": declined,
                     "seconds": total,
@@ -225,4 +291,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

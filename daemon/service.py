@@ -85,7 +85,12 @@ class Daemon:
         self.store = InstanceStore(data_dir / INSTANCES_DIR)
         self.index = Index(data_dir / INDEX_FILE)
         scp = settings.scp
-        self.ingest = Ingest(self.store, self.index, settings.storage.duplicate_policy)
+        self.ingest = Ingest(
+            self.store,
+            self.index,
+            settings.storage.duplicate_policy,
+            settings.storage.watermark(),
+        )
         self.listener = Listener(
             ListenerOptions(
                 ae_title=scp.ae_title,

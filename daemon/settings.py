@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from dicom_io.pairing import PairingPolicy
+from dicom_io.storage import Watermark
 
 _AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]*[\x21-\x5b\x5d-\x7e])?$")
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -131,6 +132,26 @@ class StorageSettings(_Section):
             "keep the first, or refuse the new one. Both are recorded in the audit table."
         ),
     )
+    min_free_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description=(
+            "Free space (bytes) the storage's file system must keep. Below it (or below "
+            "min_free_percent) new instances are refused with 0xA700 Out of Resources, "
+            "/healthz fails its storage check and larc_storage_accepting is 0; storing "
+            "resumes by itself when space returns. The index and results still need room."
+        ),
+    )
+    min_free_percent: float = Field(
+        default=0.0,
+        ge=0,
+        lt=100,
+        description="Free space (percent of the file system) that must stay; 0: not used.",
+    )
+
+    def watermark(self) -> Watermark:
+        """The free-space rule for the storage root."""
+        return Watermark(self.data_dir, self.min_free_bytes, self.min_free_percent)
 
 
 class AssemblySettings(_Section):

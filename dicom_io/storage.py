@@ -95,3 +95,42 @@ class InstanceStore:
             temp.unlink(missing_ok=True)
             count += 1
         return count
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The free space the store's file system must keep: the larger of ``min_free_bytes`` and
+    ``min_free_percent`` of the file system's size. Below it, new instances are refused (the
+    index, its journal and the results still need room); storing resumes by itself when space
+    returns, since every instance checks again."""
+
+    root: Path
+    min_free_bytes: int = 0
+    min_free_percent: float = 0.0
+
+    def space(self) -> tuple[int, int]:
+        """(bytes free to this process, size of the file system) where the store lives."""
+        found = os.statvfs(self.root)
+        return found.f_bavail * found.f_frsize, found.f_blocks * found.f_frsize
+
+    def required(self, total: int) -> int:
+        """Bytes that must stay free on a file system of ``total`` bytes."""
+        return max(self.min_free_bytes, int(total * self.min_free_percent / 100))
+
+    def shortfall(self, incoming: int = 0) -> str | None:
+        """Why ``incoming`` more bytes may not be stored now (None: they may)."""
+        try:
+            free, total = self.space()
+        except OSError as exc:
+            return f"cannot read the free space under {self.root}: {exc}"
+        required = self.required(total)
+        if free - incoming >= required:
+            return None
+        return (
+            f"{_mib(free)} free under {self.root}, below the {_mib(required)} that must stay "
+            "free (storage.min_free_bytes / storage.min_free_percent)"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"

@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import sqlite3
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from dicom_io.scp import (
     STATUS_SUCCESS,
     StoreRequest,
 )
-from dicom_io.storage import InstanceStore, validate_uid
+from dicom_io.storage import InstanceStore, Watermark, validate_uid
 
 logger = logging.getLogger(__name__)
 
@@ -156,17 +157,48 @@ def describe(ds: Dataset, request: StoreRequest) -> InstanceRecord:
 class Ingest:
     """The listener's store handler: check, store, index, and only then say success."""
 
-    def __init__(self, store: InstanceStore, index: Index, duplicate_policy: str) -> None:
+    def __init__(
+        self,
+        store: InstanceStore,
+        index: Index,
+        duplicate_policy: str,
+        watermark: Watermark | None = None,
+    ) -> None:
         if duplicate_policy not in DUPLICATE_POLICIES:
             raise ValueError(f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}")
         self.store = store
         self.index = index
         self.duplicate_policy = duplicate_policy
+        self.watermark = watermark
+        self._low_space: str | None = None  # the reason while storing is refused for space
+        self._space_lock = threading.Lock()
+
+    def _space(self, request: StoreRequest) -> str | None:
+        """Why there is no room for this instance now (None: there is). Logs once when storing
+        stops for want of space and once when it resumes, not once per instance."""
+        if self.watermark is None:
+            return None
+        reason = self.watermark.shortfall(len(request.data))
+        with self._space_lock:
+            if reason is not None and self._low_space is None:
+                logger.error(
+                    "storage is almost full: new instances are refused with 0xA700 Out of "
+                    "Resources until space is freed (%s)",
+                    reason,
+                )
+            elif reason is None and self._low_space is not None:
+                logger.warning("storage has room again: instances are stored again")
+            self._low_space = reason
+        return reason
 
     def _reject(self, request: StoreRequest, status: int, reason: str) -> int:
         logger.warning(
             "refused an instance from %s (status 0x%04X): %s", request.calling_ae, status, reason
         )
+        self._record_refusal(request, status, reason)
+        return status
+
+    def _record_refusal(self, request: StoreRequest, status: int, reason: str) -> None:
         try:
             self.index.record_rejection(
                 request.calling_ae,
@@ -177,10 +209,13 @@ class Ingest:
             )
         except sqlite3.Error:
             logger.exception("could not record the rejection in the index")
-        return status
 
     def __call__(self, request: StoreRequest) -> int:  # noqa: PLR0911  (one return per outcome)
         """Handle one C-STORE; returns the DIMSE status for the sender."""
+        if (full := self._space(request)) is not None:
+            # logged once per episode (above); the watermark leaves the index room for the row
+            self._record_refusal(request, STATUS_OUT_OF_RESOURCES, full)
+            return STATUS_OUT_OF_RESOURCES
         try:
             ds = parse(request.data)
         except InvalidInputError as exc:
@@ -229,6 +264,7 @@ class Ingest:
             )
         except (StorageError, sqlite3.Error) as exc:
             logger.error("could not store an instance from %s: %s", request.calling_ae, exc)
+            self._record_refusal(request, STATUS_OUT_OF_RESOURCES, f"could not store it: {exc}")
             return STATUS_OUT_OF_RESOURCES
         if old_path is not None and old_path != stored.path:
             old_path.unlink(missing_ok=True)

@@ -56,6 +56,7 @@ class Health:
                 "detail": f"DICOM listener on port {self.settings.scp.port}",
             },
             "index": self._index(),
+            "storage": self._storage(),
             "broker": self._broker(),
             "pacs": self._pacs_check(),
         }
@@ -68,6 +69,14 @@ class Health:
         except Exception as exc:  # noqa: BLE001 (any database fault is "not ok")
             return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
         return {"ok": True, "detail": str(self.index.path)}
+
+    def _storage(self) -> dict[str, Any]:
+        watermark = self.settings.storage.watermark()
+        reason = watermark.shortfall()
+        if reason is not None:
+            return {"ok": False, "detail": f"new instances refused (0xA700): {reason}"}
+        free, _ = watermark.space()
+        return {"ok": True, "detail": f"{free / 2**30:,.1f} GiB free under {watermark.root}"}
 
     def _broker(self) -> dict[str, Any]:
         url = self.settings.broker.url
@@ -126,6 +135,25 @@ class IndexCollector(Collector):
             "larc_instances_received", "DICOM instances stored and indexed",
             value=self._one("SELECT COUNT(*) AS n FROM instances"),
         )  # fmt: skip
+        watermark = self.settings.storage.watermark()
+        try:
+            free, total = watermark.space()
+        except OSError:
+            pass  # /healthz says why
+        else:
+            yield GaugeMetricFamily(
+                "larc_storage_free_bytes", "Free bytes on the storage's file system", value=free
+            )
+            yield GaugeMetricFamily(
+                "larc_storage_required_free_bytes",
+                "Free bytes the storage must keep (storage.min_free_bytes / min_free_percent)",
+                value=watermark.required(total),
+            )
+            yield GaugeMetricFamily(
+                "larc_storage_accepting",
+                "1 while new instances are stored, 0 while they are refused for want of space",
+                value=float(watermark.shortfall() is None),
+            )
         rejected = CounterMetricFamily(
             "larc_instances_rejected", "DICOM instances refused, by status", labels=["status"]
         )

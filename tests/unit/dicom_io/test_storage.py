@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dicom_io.errors import InvalidInputError
-from dicom_io.storage import InstanceStore, validate_uid
+from dicom_io.storage import InstanceStore, Watermark, validate_uid
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,16 @@ def test_leftover_partial_files_are_removed_at_start(tmp_path: Path) -> None:
     (path.parent / ".incoming-abc.part").write_bytes(b"half")
     assert store.remove_leftovers() == 1
     assert path.read_bytes() == b"kept"
+
+
+def test_the_watermark_keeps_the_larger_of_bytes_and_percent(tmp_path: Path) -> None:
+    free, total = Watermark(tmp_path).space()
+    assert 0 < free <= total
+    assert Watermark(tmp_path, 100, 0).required(1000) == 100
+    assert Watermark(tmp_path, 100, 50).required(1000) == 500
+    assert Watermark(tmp_path, 0).shortfall() is None
+    # an instance that would take the free space below the mark is refused, with the reason
+    reason = Watermark(tmp_path, 2**20).shortfall(incoming=free)
+    assert reason is not None
+    assert "storage.min_free_bytes" in reason
+    assert "cannot read the free space" in str(Watermark(tmp_path / "gone").shortfall())

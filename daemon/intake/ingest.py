@@ -225,6 +225,10 @@ class Ingest:
             path = self.store.path_for(record.study_uid, record.series_uid, record.sop_uid)
         except InvalidInputError as exc:
             return self._reject(request, STATUS_DATASET_MISMATCH, str(exc))
+        except Exception as exc:  # noqa: BLE001  (an element pydicom cannot decode, read lazily)
+            return self._reject(
+                request, STATUS_CANNOT_UNDERSTAND, f"an element cannot be decoded: {exc}"
+            )
 
         sha256 = hashlib.sha256(request.data).hexdigest()
         old_path: Path | None = None

@@ -256,15 +256,16 @@ class Redis:
         stop_process(self.proc)
 
     @classmethod
-    def start(cls, folder: Path) -> Redis:
-        """Start redis-server on a free port, its log and working folder in ``folder``."""
+    def start(cls, folder: Path, port: int | None = None) -> Redis:
+        """Start redis-server on ``port`` (default: a free one), its log and working folder in
+        ``folder``."""
         if not Path(REDIS_SERVER).exists():
             raise FileNotFoundError(f"{REDIS_SERVER} not found: install the package redis-server")
         folder.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", str(folder)]
-        with (folder / "redis.log").open("wb") as log:
+        with (folder / "redis.log").open("ab") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc)

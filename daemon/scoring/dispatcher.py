@@ -72,28 +72,44 @@ class Dispatcher:
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def requeue_stale(self, now: float | None = None) -> int:
+    def requeue_stale(self, now: float | None = None, everything: bool = False) -> int:
         """Queue again the cases whose work was lost: every queued/running one in embedded
-        mode (its threads died with the process), those past the lease with a broker."""
+        mode (its threads died with the process) or when ``everything`` (the broker
+        restarted), those past the lease with a broker."""
         now = time.time() if now is None else now
+        every = self.embedded or everything
+        reason = (
+            "queued again: the broker restarted and the work it held may be lost"
+            if everything
+            else "queued again: its work was lost when larc stopped"
+        )
         count = 0
         for case in self.index.cases(CaseState.QUEUED, CaseState.RUNNING):
-            if self.embedded or case.updated_at < now - self.lease_s:
-                reason = "queued again: its work was lost when larc stopped"
-                if self.index.set_case_state(case.case_id, case.version, CaseState.READY, reason):
-                    count += 1
+            lost = every or case.updated_at < now - self.lease_s
+            if lost and self.index.set_case_state(
+                case.case_id, case.version, CaseState.READY, reason
+            ):
+                count += 1
         if count:
-            logger.warning("%d case(s) queued again after a restart", count)
+            logger.warning(
+                "%d case(s) %s", count, reason if everything else "queued again after a restart"
+            )
         if self.segmenter is not None:
-            masks = self.segmenter.requeue_lost(self.embedded)
+            masks = self.segmenter.requeue_lost(every)
             if masks:
-                logger.warning("%d automatic mask(s) asked again after a restart", masks)
+                logger.warning("%d automatic mask(s) asked again: their work was lost", masks)
         return count
 
     # -- one pass ------------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Make the automatic masks asked for, dispatch ready cases and collect finished work."""
+        """Make the automatic masks asked for, dispatch ready cases and collect finished work.
+        After a broker restart, everything queued or running is queued again (a result that
+        still comes from the old work is not read: the case holds the new task's handle, and
+        a case's results are stored and exported once)."""
+        if self.executor.broker_restarted():
+            logger.warning("the broker restarted: queueing again what it held")
+            self.requeue_stale(everything=True)
         if self.segmenter is not None:
             self.segmenter.run_once()
         for case in self.index.cases(CaseState.READY):

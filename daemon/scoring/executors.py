@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
 from celery import chain
 from celery.result import AsyncResult
 
@@ -59,6 +60,9 @@ class Executor(Protocol):
 
     def poll(self, handle: str) -> Poll:
         """The state of the work behind ``handle``."""
+
+    def broker_restarted(self) -> bool:
+        """Whether the broker restarted since the last call (the work it held may be gone)."""
 
     def shutdown(self) -> None:
         """Stop taking work."""
@@ -125,6 +129,10 @@ class EmbeddedExecutor:
             return Poll(FAILED, error=f"{type(error).__name__}: {error}")
         return Poll(DONE, result=future.result())
 
+    def broker_restarted(self) -> bool:
+        """No broker: never."""
+        return False
+
     def shutdown(self) -> None:
         """Finish the task in hand; queued ones are picked up again at the next start."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -132,6 +140,29 @@ class EmbeddedExecutor:
 
 class CeleryExecutor:
     """``larc.analyse`` (gpu queue) then ``larc.report`` (cpu queue) through the broker."""
+
+    def __init__(self) -> None:
+        self._run_ids: dict[str, str] = {}
+        self._clients: dict[str, redis.Redis] = {}
+
+    def broker_restarted(self) -> bool:
+        """Whether a Redis of the broker or result backend has a new ``run_id`` (it restarts
+        with a new one; without persistence its queues and results are then gone, and Celery
+        would call the lost tasks PENDING for ever). A Redis that does not answer now is
+        compared when it answers again."""
+        restarted = False
+        for url in {str(app.conf.broker_url or ""), str(app.conf.result_backend or "")}:
+            if not url.startswith(("redis://", "rediss://")):
+                continue
+            client = self._clients.setdefault(url, redis.Redis.from_url(url, socket_timeout=3))
+            try:
+                run_id = str(client.info("server")["run_id"])
+            except (redis.RedisError, OSError, KeyError):
+                continue
+            if self._run_ids.get(url, run_id) != run_id:
+                restarted = True
+            self._run_ids[url] = run_id
+        return restarted
 
     def submit(self, payload: dict[str, Any]) -> str:
         """Send the chain (tasks by name: the daemon never imports the networks); the handle

@@ -70,8 +70,9 @@ class AutoSegmenter:
         self.gate = dict(gate or {})
 
     def requeue_lost(self, embedded: bool) -> int:
-        """At start-up: masks whose work died with the process (embedded threads) are asked
-        again; with a broker the task survives and is polled."""
+        """Masks whose work was lost are asked again: at start-up with embedded threads (the
+        work died with the process), and after a broker restart (``embedded`` true then too);
+        otherwise the broker's task survives and is polled."""
         if not embedded:
             return 0
         rows = self.index.auto_masks(QUEUED)

@@ -3,7 +3,9 @@ Secondary Captures per case, with the numbers the pipeline gives when called dir
 
 - Embedded default (no broker): results in the outbox; the daemon is killed while a case is
   in flight and restarted, and every case still ends exported exactly once.
-- Redis: ``larc worker`` processes that cannot see the daemon's storage (a private mount
+- Redis: the cases are queued in Redis, which restarts (no persistence) before any worker
+  runs and loses them; the daemon sees the restart and queues them again. ``larc worker``
+  processes that cannot see the daemon's storage (a private mount
   namespace with an empty tmpfs over it) score the cases; the first worker is killed in the
   middle of a task (it stalls in every task, through a Celery signal in its own process), the
   task is redelivered to a second worker, and Orthanc, checked through its REST API, holds no
@@ -184,7 +186,7 @@ def _worker(
     return proc, log_path
 
 
-def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicates(
+def test_redis_workers_without_storage_survive_a_redis_restart_and_a_killed_worker_once(
     tmp_path: Path,
     cohort: CohortResult,
     trained_bundle: TrainedBundle,
@@ -204,12 +206,24 @@ def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicate
         },
     )
     daemon = start_daemon(data_dir, config=config, extra=("--stable-age-s", "1"))
-    first, first_log = _worker(tmp_path, "worker-1", config, data_dir, stall=True)
-    second = None
+    first = second = None
     n_cases = 2 * len(_scored(cohort))
+    redis = redis_server
     try:
         sent = storescu(daemon.port, *_patient_folders(cohort))
         assert sent.returncode == 0, sent.stderr
+        # no worker yet: the tasks wait in Redis, which restarts (no persistence) and loses
+        # them; Celery would call them PENDING for ever, the daemon sees the restart
+        _wait(
+            "every case queued in the broker",
+            lambda: len(cases := _cases(data_dir)) == n_cases
+            and all(c["state"] == "queued" for c in cases),
+            120,
+            daemon.log,
+        )
+        redis.stop()
+        redis = Redis.start(tmp_path / "redis", port=redis_server.port)
+        first, first_log = _worker(tmp_path, "worker-1", config, data_dir, stall=True)
         _wait(
             "the first worker to take a task",
             lambda: "larc.analyse[" in first_log.read_text(),
@@ -237,7 +251,9 @@ def test_redis_workers_without_storage_survive_a_killed_worker_without_duplicate
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
         stop_process(daemon.proc)
+        redis.stop()
     assert {c["state"] for c in _cases(data_dir)} == {"exported"}, _cases(data_dir)
+    assert "the broker restarted: queueing again what it held" in daemon.log()
     assert taken, "the first worker received no task"
     assert taken[0] in second_log.read_text()  # the killed task was redelivered
     assert "succeeded" not in first_log.read_text()

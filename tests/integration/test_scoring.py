@@ -216,8 +216,10 @@ def test_redis_workers_without_storage_survive_a_redis_restart_and_a_killed_work
         # them; Celery would call them PENDING for ever, the daemon sees the restart
         _wait(
             "every case queued in the broker",
-            lambda: len(cases := _cases(data_dir)) == n_cases
-            and all(c["state"] == "queued" for c in cases),
+            lambda: (
+                len(cases := _cases(data_dir)) == n_cases
+                and all(c["state"] == "queued" for c in cases)
+            ),
             120,
             daemon.log,
         )

@@ -31,6 +31,7 @@ VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 # In order of preference: pynetdicom accepts the first of these that the sender proposes. Lossless
 # compressed first (kept exactly as the sender has it, no conversion), then uncompressed, and
 # lossy syntaxes last: only taken when the sender offers nothing else (its data is lossy already).
+DEFLATED, EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"
 ACCEPTED_TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.5",  # RLE Lossless
     "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
@@ -65,6 +66,19 @@ class StoreRequest:
     sop_instance_uid: str
     transfer_syntax_uid: str
     data: bytes
+    # the group of the data set's first element as sent (None: not known, e.g. deflated):
+    # File Meta (0002) or command (0000) elements do not belong in a C-STORE data set
+    first_group: int | None = None
+
+
+def first_group(dataset: bytes | memoryview, transfer_syntax_uid: str) -> int | None:
+    """The group number of the first element of an encoded data set (None when it is
+    deflated or too short to tell)."""
+    if transfer_syntax_uid == DEFLATED or len(dataset) < 2:
+        return None
+    if transfer_syntax_uid == EXPLICIT_BIG_ENDIAN:
+        return int.from_bytes(bytes(dataset[:2]), "big")
+    return int.from_bytes(bytes(dataset[:2]), "little")
 
 
 StoreHandler = Callable[[StoreRequest], int]
@@ -229,6 +243,9 @@ class Listener:
                 sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 data=event.encoded_dataset(include_meta=True),
+                first_group=first_group(
+                    event.request.DataSet.getbuffer()[:2], str(event.context.transfer_syntax)
+                ),
             )
         except Exception:  # a malformed request: nothing to store, tell the sender
             logger.exception("cannot read the C-STORE request from %s", assoc.requestor.address)

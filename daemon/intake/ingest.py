@@ -216,6 +216,13 @@ class Ingest:
             # logged once per episode (above); the watermark leaves the index room for the row
             self._record_refusal(request, STATUS_OUT_OF_RESOURCES, full)
             return STATUS_OUT_OF_RESOURCES
+        if request.first_group is not None and request.first_group < 0x0008:
+            return self._reject(
+                request,
+                STATUS_CANNOT_UNDERSTAND,
+                f"the data set begins with a group {request.first_group:04X} element: File Meta "
+                "(0002) or command (0000) elements do not belong in a C-STORE data set",
+            )
         try:
             ds = parse(request.data)
         except InvalidInputError as exc:

@@ -174,7 +174,10 @@ def _write(folder: Path, sop_class: str, syntax: str, body: bytes) -> tuple[Path
     dcmwrite(head, shell, enforce_file_format=True)
     path = folder / f"{uid}.dcm"
     path.write_bytes(head.getvalue() + body)
-    return path, uid, body
+    # what pynetdicom sends: the bytes after the file meta as it reads them (a mutant whose
+    # first element is a group 0002 one has that element read as file meta, not sent)
+    _, offset = split_dataset(path)
+    return path, uid, path.read_bytes()[offset:]
 
 
 def _nodelay(assoc: Association) -> None:

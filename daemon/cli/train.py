@@ -488,7 +488,7 @@ def evaluate(
         raise typer.Exit(code=2) from exc
     data = _load_cohort(cohort, labels, config, columns)
     with progress_bars(len(data.cases)) as (prepared, _):
-        scores, _inputs, skipped = score_cohort(
+        scores, inputs, skipped = score_cohort(
             loaded, data.cases, data.rows, held_out_only, workers or None, prepared=prepared
         )
     if not scores:
@@ -513,7 +513,7 @@ def evaluate(
             f"{loaded.manifest['version']}+validated.{dt.date.today():%Y%m%d}"
         )
         try:
-            manifest = validated_copy(loaded, validate, version, scores, data.rows)
+            manifest = validated_copy(loaded, validate, version, scores, data.rows, inputs)
         except ValueError as exc:
             typer.echo(f"error: no validated bundle written: {exc}", err=True)
             raise typer.Exit(code=1) from exc

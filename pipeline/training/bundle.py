@@ -75,6 +75,9 @@ from pipeline.training.segmentation import (
 )
 from pipeline.training.validation import (
     METRIC_KEYS,
+    SUBGROUP_MIN,
+    WEAK,
+    failure_modes,
     out_of_fold_estimates,
     response_pairs,
     score_estimates,
@@ -385,7 +388,8 @@ def train_models(
         "segmentation": segmentation,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    manifest["metrics"], held_out = _held_out_metrics(out, manifest, inputs, rows, test)
+    manifest["metrics"], held_out, weak = _held_out_metrics(out, manifest, inputs, rows, test)
+    manifest["failure_modes"] = {"held_out": weak}
     manifest["validation"] = validation_record(
         out_of_fold_estimates(table, outcomes, train, manifest, deep, run.response.folds,
                               run.response.seed, NOMOGRAM_FACTORS),
@@ -529,11 +533,12 @@ def _held_out_metrics(
     inputs: Mapping[str, CaseInputs],
     rows: Mapping[str, Mapping[str, str]],
     test: list[str],
-) -> tuple[dict[str, Any], dict[str, Estimate]]:
-    """(the manifest's ``metrics``, each output's held-out estimate): the held-out patients
-    scored through the bundle itself, as scoring will compute them."""
+) -> tuple[dict[str, Any], dict[str, Estimate], list[str]]:
+    """(the manifest's ``metrics``, each output's held-out estimate, the failure modes found
+    among them): the held-out patients scored through the bundle itself, as scoring will
+    compute them."""
     if not test:
-        return {}, {}
+        return {}, {}, []
     write_manifest(out, manifest)  # so the bundle loads as it will in production
     bundle = Bundle.load(out)
     scores = {p: bundle.score(inputs[p], rows[p], require_validated=False) for p in test}
@@ -546,7 +551,8 @@ def _held_out_metrics(
             fit = calibration(*response_pairs(scores, rows, name.removeprefix("response_")))
             entry |= {"non_events": est.non_events, "ece": fit.ece, "brier": fit.brier}
         metrics[METRIC_KEYS[name]] = entry
-    return metrics, estimates
+    acquisition = {p: {k: v.to_json() for k, v in inputs[p].acquisition.items()} for p in test}
+    return metrics, estimates, failure_modes(scores, rows, acquisition, "held_out")
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -615,6 +621,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"`{h['cohort_fingerprint']}`), from version {h['from_version']}"
         for h in history
     ]
+    lines += failure_lines(manifest)
     lines += [
         "",
         "## Preprocessing",
@@ -645,6 +652,28 @@ def model_card(manifest: dict[str, Any]) -> str:
         "scoring.out_of_range).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def failure_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """The model card's known failure modes: the subgroups (manufacturer, field strength,
+    baseline tumour volume) of the held-out and a site's external patients where an output did
+    clearly worse (:func:`pipeline.training.validation.failure_modes`)."""
+    found = manifest.get("failure_modes")
+    lines = ["", "## Known failure modes", ""]
+    if found is None:
+        return [*lines, "Not looked for (a bundle of an older larc)."]
+    words = {"held_out": "held-out patients", "external": "a site's external patients"}
+    for cohort, sentences in found.items():
+        where = words.get(cohort, cohort)
+        if not sentences:
+            lines.append(
+                f"- None found among the {where}: no subgroup (manufacturer, field strength, "
+                f"baseline tumour volume below/above the median; at least {SUBGROUP_MIN} "
+                f"patients) did clearly worse (at or below {WEAK} where all did better, or a "
+                "CI wholly below all patients' value)."
+            )
+        lines += [f"- Among the {where}: {sentence}." for sentence in sentences]
+    return lines
 
 
 def envelope_lines(data: Mapping[str, Any] | None) -> list[str]:

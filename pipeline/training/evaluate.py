@@ -52,7 +52,7 @@ from pipeline.stats import (
 from pipeline.training.bundle import model_card
 from pipeline.training.cohort import good_response, number, patient_hash, prepare_cohort
 from pipeline.training.predictions import write_predictions
-from pipeline.training.validation import score_estimates
+from pipeline.training.validation import failure_modes, score_estimates
 from pipeline.validation import revalidate
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,7 @@ def validated_copy(
     version: str,
     scores: Mapping[str, dict[str, Any]],
     rows: Mapping[str, Mapping[str, str]],
+    inputs: Mapping[str, CaseInputs] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``bundle`` in ``out`` as ``version`` whose outputs' validation includes this
     external cohort (:func:`pipeline.validation.revalidate`): each output validated or not
@@ -399,6 +400,16 @@ def validated_copy(
     shutil.copytree(bundle.folder, out, dirs_exist_ok=True)
     manifest = revalidate(dict(bundle.manifest), estimates, record)
     manifest["version"] = version
+    if inputs is not None:  # the subgroups where an output did clearly worse at this site
+        acquisition = {
+            p: {k: v.to_json() for k, v in inputs[p].acquisition.items()}
+            for p in scores
+            if p in inputs
+        }
+        manifest["failure_modes"] = {
+            **(manifest.get("failure_modes") or {}),
+            "external": failure_modes(scores, rows, acquisition, "external"),
+        }
     manifest.pop("files", None)
     (out / "model_card.md").write_text(model_card(manifest))
     write_manifest(out, manifest)

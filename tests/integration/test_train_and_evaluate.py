@@ -73,6 +73,10 @@ def test_train_models_then_evaluate_writes_a_bundle_and_a_report(
     assert 0.0 <= fdl["ece"] <= 1.0
     assert 0.0 <= fdl["brier"] <= 1.0
     assert f"calibration ECE {fdl['ece']:.3f}, Brier {fdl['brier']:.3f}" in card
+    # the subgroups of the held-out patients where an output did clearly worse, or none
+    weak = manifest["failure_modes"]["held_out"]
+    assert "## Known failure modes" in card
+    assert all(f"{sentence}." in card for sentence in weak) if weak else "None found" in card
     with pytest.raises(BundleError, match="other preprocessing"):
         Bundle.load(bundle_dir, expected=PreprocessConfig())
     _check_training_validation(manifest, trained.stdout, card)
@@ -236,6 +240,8 @@ def _check_external_validation(
         assert f"  {line}" in stdout
     card = (validated / "model_card.md").read_text()
     assert f"external validation on {record['patients']} patients" in card
+    assert "external" in after["failure_modes"]  # looked for among the site's patients too
+    assert after["failure_modes"]["held_out"] == before["failure_modes"]["held_out"]
     # patients the bundle was trained on are no external validation
     loaded = Bundle.load(original)
     trained = json.loads((original / "manifest.json").read_text())["training_data"]

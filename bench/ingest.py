@@ -1,8 +1,10 @@
-"""Ingest benchmark: the same N MR instances (256 x 256) sent with dcmtk storescu in one
-association to dcmtk storescp, Orthanc and `larc serve`, runs alternated; prints instances/s
-(median of the runs) and the ratios. Not a test: run it by hand and record the figure.
+"""Ingest benchmark: the same N MR instances (256 x 256) sent with dcmtk storescu to dcmtk
+storescp, Orthanc and `larc serve`, runs alternated; prints instances/s (median of the runs),
+the ratios and larc's peak memory (VmHWM of the serve process). With ``--senders K`` the
+instances are split over K storescu processes sending at once (K associations). Not a test:
+run it by hand and record the figure.
 
-    .venv/bin/python bench/ingest.py [--instances 1000] [--runs 3]
+    .venv/bin/python bench/ingest.py [--instances 1000] [--runs 3] [--senders 1]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -51,13 +54,37 @@ def make_instances(folder: Path, count: int) -> Path:
     return out
 
 
+SENDERS = 1  # set from --senders: folders source/part0 .. part<K-1>, one association each
+PEAK_RSS: list[int] = []  # larc serve's VmHWM (kB) per run
+
+
+def split(source: Path, senders: int) -> None:
+    """Hard-link the instances into ``senders`` folders ``part<k>`` (round robin)."""
+    files = sorted(source.glob("*.dcm"))
+    for k in range(senders):
+        (source / f"part{k}").mkdir(exist_ok=True)
+    for n, path in enumerate(files):
+        (source / f"part{n % senders}" / path.name).hardlink_to(path)
+
+
 def timed_send(port: int, aet: str, source: Path) -> float:
+    folders = [source / f"part{k}" for k in range(SENDERS)] if SENDERS > 1 else [source]
     started = time.perf_counter()
-    run = store_files(port, aet, source)
+    with ThreadPoolExecutor(len(folders)) as pool:
+        runs = list(pool.map(lambda folder: store_files(port, aet, folder), folders))
     elapsed = time.perf_counter() - started
-    if run.returncode != 0:
-        raise RuntimeError(f"storescu to {aet} failed: {run.stderr[-1000:]}")
+    for run in runs:
+        if run.returncode != 0:
+            raise RuntimeError(f"storescu to {aet} failed: {run.stderr[-1000:]}")
     return elapsed
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def run_storescp(work: Path, source: Path) -> float:
@@ -86,7 +113,9 @@ def run_larc(work: Path, source: Path) -> float:
         )
     try:
         wait_for_port(port, proc, timeout_s=60)
-        return timed_send(port, "LARC", source)
+        elapsed = timed_send(port, "LARC", source)
+        PEAK_RSS.append(peak_rss_kb(proc.pid))
+        return elapsed
     finally:
         stop_process(proc)
 
@@ -95,7 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--senders", type=int, default=1, help="associations at once")
     args = parser.parse_args()
+    global SENDERS  # noqa: PLW0603  (a script's setting, read by timed_send)
+    SENDERS = args.senders
     peers: dict[str, Callable[[Path, Path], float]] = {
         "dcmtk storescp": run_storescp,
         "Orthanc": run_orthanc,
@@ -104,13 +136,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="larc-bench-") as tmp:
         root = Path(tmp)
         source = make_instances(root, args.instances)
+        if args.senders > 1:
+            split(source, args.senders)
         times: dict[str, list[float]] = {name: [] for name in peers}
         for run in range(args.runs):
             for name, peer in peers.items():  # alternate the peers within each round
                 times[name].append(peer(root / f"{name.split()[-1]}-{run}", source))
     rates = {name: args.instances / statistics.median(t) for name, t in times.items()}
     print(
-        f"ingest: {args.instances} MR instances 256x256, one association, TCP_NODELAY, "
+        f"ingest: {args.instances} MR instances 256x256, {args.senders} association(s) at "
+        "once, TCP_NODELAY, "
         f"{args.runs} runs each, {platform.node()} {time.strftime('%Y-%m-%d')}"
     )
     print(f"{'receiver':<16}{'median s':>10}{'inst/s':>10}   runs (s)")
@@ -121,6 +156,7 @@ def main() -> None:
         )
     print(f"larc / Orthanc   = {rates['larc serve'] / rates['Orthanc']:.2f}")
     print(f"larc / storescp  = {rates['larc serve'] / rates['dcmtk storescp']:.2f}")
+    print(f"larc serve peak RSS: {max(PEAK_RSS) / 1024:.0f} MB (largest of the runs)")
 
 
 if __name__ == "__main__":

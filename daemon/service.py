@@ -201,6 +201,7 @@ class Daemon:
                 settings.scoring.require_validated,
             ),
             segmenter=segmenter,
+            prepare_processes=settings.workers.prepare_processes,
         )
 
     def _auto_segmentation(self, settings: Settings) -> AutoSegmentation | None:

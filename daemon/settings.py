@@ -366,6 +366,17 @@ class WorkerSettings(_Section):
     retry_backoff_max_s: float = Field(
         default=600.0, gt=0, description="Longest wait between two retries (exponential backoff)."
     )
+    prepare_processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description=(
+            "Cases whose inputs larc serve prepares at once (N4, masks, crops: seconds of CPU "
+            "per case), each in a process of a pool; 1: one at a time in the dispatch thread. "
+            "Up to the daemon machine's cores; workers never read the storage, so preparing "
+            "stays on the machine that holds it."
+        ),
+    )
     lease_s: float = Field(
         default=1800.0,
         gt=0,

@@ -12,8 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,10 @@ from daemon.scoring.checks import CaseDeclined, InputPolicy
 from daemon.scoring.executors import Executor, WorkState
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.segmenting import AutoSegmenter
-from daemon.scoring.work_order import WorkOrders
+from daemon.scoring.work_order import WorkOrders, prepare
 from dicom_io.errors import InvalidInputError
 from dicom_io.storage import InstanceStore
+from pipeline.case import CaseInputs
 from pipeline.errors import PipelineInputError
 
 logger = logging.getLogger(__name__)
@@ -52,12 +56,18 @@ class Dispatcher:
         on_result: Callable[[], None] | None = None,
         policy: InputPolicy | None = None,
         segmenter: AutoSegmenter | None = None,
+        prepare_processes: int = 1,
     ) -> None:
         """``destinations``: the export destinations each result is queued for;
         ``on_result``: called after a result is stored (the exporter's wake-up); ``policy``:
         what to do with inputs outside the training envelope (``scoring.*``); ``segmenter``:
-        makes the automatic masks the assembler asks for (``None``: none are made)."""
+        makes the automatic masks the assembler asks for (``None``: none are made);
+        ``prepare_processes``: above 1, that many cases are prepared at once, each in a
+        process of a pool (1: one at a time in the dispatch thread)."""
         self.segmenter = segmenter
+        self.prepare_processes = prepare_processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._preparing: dict[tuple[str, int], tuple[CaseRow, Future[CaseInputs]]] = {}
         self.index = index
         self.data_dir = data_dir
         self.model = model
@@ -115,13 +125,66 @@ class Dispatcher:
         for case in self.index.cases(CaseState.READY):
             if self._loop.stopping:
                 return
-            self._dispatch(case)
-            self._collect()
+            if self._pool is None:
+                self._dispatch(case)
+                self._collect()
+            elif (case.case_id, case.version) not in self._preparing:
+                if len(self._preparing) >= self.prepare_processes:
+                    break
+                self._start_preparing(case)
+        self._finish_prepared()
         self._collect()
 
-    def _dispatch(self, case: CaseRow) -> None:
+    def _start_preparing(self, case: CaseRow) -> None:
+        """Hand the case's preparation to the pool (it stays ready meanwhile)."""
+        if self._pool is None:
+            return
         try:
-            payload = self.orders.build(case)
+            plan = self.orders.plan(case)
+        except (PipelineInputError, InvalidInputError, OSError) as exc:
+            self._prepare_failed(case, str(exc))
+            return
+        future = self._pool.submit(prepare, plan)
+        future.add_done_callback(lambda _: self._loop.wake())
+        self._preparing[(case.case_id, case.version)] = (case, future)
+
+    def _finish_prepared(self) -> None:
+        """Dispatch the cases whose preparation ended."""
+        for key, (case, future) in list(self._preparing.items()):
+            if not future.done():
+                continue
+            del self._preparing[key]
+            try:
+                inputs = future.result()
+            except (PipelineInputError, InvalidInputError, OSError) as exc:
+                self._prepare_failed(case, str(exc))
+                continue
+            except BrokenProcessPool:
+                # a preparation process died (killed, out of memory): a new pool for the rest
+                self._prepare_failed(case, "its preparation process died")
+                self._pool = self._new_pool()
+                continue
+            self._dispatch(case, inputs)
+
+    def _prepare_failed(self, case: CaseRow, reason: str) -> None:
+        self.index.set_case_state(
+            case.case_id, case.version, CaseState.FAILED, f"prepare: {reason}"
+        )
+        logger.error("case %s failed while preparing its inputs: %s", case.case_id, reason)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawned, not forked: this process runs threads (the listener, the web app)
+        return ProcessPoolExecutor(
+            self.prepare_processes, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def _dispatch(self, case: CaseRow, inputs: CaseInputs | None = None) -> None:
+        """Build the case's payload (from ``inputs`` when they were prepared already) and
+        submit it."""
+        try:
+            payload = (
+                self.orders.build(case) if inputs is None else self.orders.finish(case, inputs)
+            )
         except CaseDeclined as exc:
             reason = "; ".join(exc.reasons)  # the state says declined; the reason says why
             self.index.set_case_state(case.case_id, case.version, CaseState.DECLINED, reason)
@@ -236,9 +299,13 @@ class Dispatcher:
     def start(self) -> None:
         """Re-queue lost work, then run :meth:`run_once` every second or when woken."""
         self.requeue_stale()
+        if self.prepare_processes > 1:
+            self._pool = self._new_pool()
         self._loop.start()
 
     def stop(self) -> None:
-        """End the loop and stop taking work."""
+        """End the loop and stop taking work (cases in preparation stay ready)."""
         self._loop.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown()

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pydicom
@@ -28,7 +29,8 @@ from dicom_io.pairing import Timepoint
 from dicom_io.roles import SeriesRole
 from dicom_io.selection import SelectedStudy, SeriesFiles
 from dicom_io.sr import SEGMENTATION_STORAGE
-from pipeline.case import prepare_case
+from pipeline.case import CaseInputs, prepare_case
+from pipeline.config import PreprocessConfig
 from pipeline.errors import PipelineInputError
 from workers.payload import CasePayload, header, idempotency_key
 
@@ -43,6 +45,23 @@ def _reference(ds: pydicom.Dataset) -> dict[str, str]:
         "series_instance_uid": str(ds.SeriesInstanceUID),
         "study_instance_uid": str(ds.StudyInstanceUID),
     }
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A case's preparation, ready to run anywhere that sees the storage."""
+
+    selected: dict[str, SelectedStudy]
+    preprocess: PreprocessConfig
+    signatures: tuple[str, ...]
+    stacks: bool
+
+
+def prepare(plan: Preparation) -> CaseInputs:
+    """Run :func:`pipeline.case.prepare_case` for ``plan`` (in this process or a pool's)."""
+    return prepare_case(
+        plan.selected, plan.preprocess, signatures=plan.signatures, stacks=plan.stacks
+    )
 
 
 class WorkOrders:
@@ -133,12 +152,24 @@ class WorkOrders:
         Raises :class:`daemon.scoring.checks.CaseDeclined` when the inputs must not be scored
         (:func:`daemon.scoring.checks.check_inputs`), ``PipelineInputError``,
         ``InvalidInputError`` or ``OSError`` when the case cannot be prepared."""
+        return self.finish(case, prepare(self.plan(case)))
+
+    def plan(self, case: CaseRow) -> Preparation:
+        """What preparing the case needs: its series as files and the preprocessing (plain,
+        picklable: it may run in another process, see :func:`prepare`)."""
+        kind = case.kind
+        return Preparation(
+            self.selected(recorded_series(case.inputs, kind)),
+            self.model.preprocess,
+            kind.signatures,
+            kind.stacks,
+        )
+
+    def finish(self, case: CaseRow, inputs: CaseInputs) -> CasePayload:
+        """The payload from the case's prepared ``inputs`` (see :meth:`build`)."""
         kind = case.kind
         recorded = recorded_series(case.inputs, kind)
         selected = self.selected(recorded)
-        inputs = prepare_case(
-            selected, self.model.preprocess, signatures=kind.signatures, stacks=kind.stacks
-        )
         warnings = check_inputs(kind, inputs, self.model.envelope, self.policy)
         evidence: list[dict[str, Any]] = []
         for item in inputs.slices.values():

@@ -2,7 +2,8 @@
 Secondary Captures per case, with the numbers the pipeline gives when called directly.
 
 - Embedded default (no broker): results in the outbox; the daemon is killed while a case is
-  in flight and restarted, and every case still ends exported exactly once.
+  in flight and restarted (preparing cases in a pool of two processes), and every case still
+  ends exported exactly once, with the pipeline's numbers.
 - Redis: the cases are queued in Redis, which restarts (no persistence) before any worker
   runs and loses them; the daemon sees the restart and queues them again. ``larc worker``
   processes that cannot see the daemon's storage (a private mount
@@ -127,7 +128,9 @@ def test_embedded_default_scores_every_case_once_across_a_crash(
         daemon.proc.wait(timeout=30)
     finally:
         stop_process(daemon.proc)
-    daemon = start_daemon(data_dir, extra=extra)
+    # restarted preparing two cases at once, each in a process of a pool: the same numbers
+    pool = _config(tmp_path, workers={"prepare_processes": 2})
+    daemon = start_daemon(data_dir, config=pool, extra=extra)
     try:
         _wait("every case exported", lambda: _all_finished(data_dir, n_cases), 300, daemon.log)
         status = larc_status(data_dir)

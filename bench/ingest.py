@@ -10,7 +10,9 @@ run it by hand and record the figure.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,10 @@ from daemon.harness.peers import (
     store_files,
     wait_for_port,
 )
+from daemon.index import Index
+from daemon.intake.ingest import Ingest
+from dicom_io.scp import StoreRequest
+from dicom_io.storage import InstanceStore
 from dicom_io.synthetic.cohort import CohortSpec, generate_cohort
 
 LARC = str(Path(sys.executable).parent / "larc")
@@ -120,11 +126,42 @@ def run_larc(work: Path, source: Path) -> float:
         stop_process(proc)
 
 
+def profile_handler(work: Path, source: Path) -> None:
+    """Where larc's own time goes per instance: the store handler (parse, checks, hash,
+    durable write, index commit) called directly on each file's bytes in this process, under
+    cProfile, with no network. The rest of the time per instance is pynetdicom's."""
+    files = sorted(source.glob("*.dcm"))
+    requests = []
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        requests.append(
+            StoreRequest("BENCH", "127.0.0.1", str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                         str(ds.file_meta.TransferSyntaxUID), path.read_bytes(), 0x0008)
+        )  # fmt: skip
+    work.mkdir(parents=True)
+    ingest = Ingest(InstanceStore(work / "instances"), Index(work / "index.sqlite3"), "reject")
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    statuses = [ingest(r) for r in requests]
+    profiler.disable()
+    elapsed = time.perf_counter() - started
+    assert set(statuses) == {0}, set(statuses)
+    print(
+        f"store handler alone, {len(files)} instances: {elapsed:.2f} s, "
+        f"{elapsed / len(files) * 1000:.2f} ms per instance ({len(files) / elapsed:.0f} inst/s)"
+    )
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--senders", type=int, default=1, help="associations at once")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile larc's store handler alone, then stop"
+    )
     args = parser.parse_args()
     global SENDERS  # noqa: PLW0603  (a script's setting, read by timed_send)
     SENDERS = args.senders
@@ -136,6 +173,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="larc-bench-") as tmp:
         root = Path(tmp)
         source = make_instances(root, args.instances)
+        if args.profile:
+            profile_handler(root / "profile", source)
+            return
         if args.senders > 1:
             split(source, args.senders)
         times: dict[str, list[float]] = {name: [] for name in peers}

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# Run as a script, this file's folder leads sys.path and bench/pipeline.py would hide the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import pydicom
 from pydicom.uid import generate_uid
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
-from pipeline.errors import PipelineInputError
+from pipeline.errors import ModelError, PipelineInputError
 from pipeline.features import feature_row
 from pipeline.gradcam import gradcam
 from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
@@ -43,7 +43,6 @@ from pipeline.models import (
     load_estimator,
 )
 from pipeline.networks import (
-    ModelError,
     dm_network,
     gradcam_layer,
     load_weights,

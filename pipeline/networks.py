@@ -20,7 +20,7 @@ from monai.networks.nets.vit import ViT
 from numpy.typing import NDArray
 from torch import nn
 
-from pipeline.errors import PipelineInputError
+from pipeline.errors import ModelError, PipelineInputError
 
 Backbone = Literal["densenet121", "resnet18", "vit"]
 # the last convolutional block of each backbone (its output feeds no in-place operation)
@@ -43,10 +43,6 @@ def gradcam_layer(backbone: str, image_size: int) -> str:
         if image_size // stride >= MIN_GRADCAM_CELLS:
             return name
     return blocks[-1][0]
-
-
-class ModelError(RuntimeError):
-    """A model or its weights cannot be used; the message says which file and why."""
 
 
 def _backbone(name: Backbone, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:

@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from dicom_io.errors import InvalidInputError
-from pipeline.errors import PipelineInputError
+from pipeline.errors import ModelError, PipelineInputError
 from pipeline.manifest import BundleError
-from pipeline.networks import ModelError
 
 
 class TransientError(RuntimeError):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import ModelError
 from pipeline.gradcam import gradcam
 from pipeline.networks import (
     GRADCAM_LAYERS,
-    ModelError,
     dm_network,
     gradcam_layer,
     load_weights,

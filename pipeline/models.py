@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 from lifelines import CoxPHFitter
+from lifelines.exceptions import ConvergenceError
 from numpy.typing import NDArray
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.cluster import KMeans
@@ -114,6 +115,10 @@ def fit_response_svm(x: NDArray[np.float64], y: NDArray[np.int64], seed: int = 0
 # -- survival ---------------------------------------------------------------------------------
 
 
+class CoxFitError(ValueError):
+    """A Cox model could not be fitted on the data given (lifelines did not converge)."""
+
+
 @dataclass
 class CoxModel:
     """A fitted Cox PH model in plain numbers: S(t | x) = S0(t) ** exp(beta . (x - mean))."""
@@ -131,7 +136,15 @@ class CoxModel:
     ) -> CoxModel:
         """Fit with lifelines on ``table`` (covariates + the two outcome columns)."""
         covariates = [c for c in table.columns if c not in (duration, event)]
-        fitter = CoxPHFitter(penalizer=penalizer).fit(table, duration_col=duration, event_col=event)
+        try:
+            fitter = CoxPHFitter(penalizer=penalizer).fit(
+                table, duration_col=duration, event_col=event
+            )
+        except (ConvergenceError, np.linalg.LinAlgError) as exc:
+            raise CoxFitError(
+                f"the Cox model on {', '.join(covariates)} did not converge on {len(table)} "
+                f"patients with {int(table[event].sum())} events: {str(exc).splitlines()[0]}"
+            ) from exc
         baseline = fitter.baseline_survival_
         return cls(
             covariates=covariates,

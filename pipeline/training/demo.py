@@ -29,8 +29,9 @@ DEMO_COHORT = CohortSpec(
 
 # 0.2: with a tumour segmenter (larc demo's patients without masks); 0.3: the segmenter is a
 # DynUNet (pipeline.segmentation); 0.4: each output carries its validation (pipeline.validation);
-# 0.5: the DLRS Cox model also takes the tumour's volume
-DEMO_VERSION = "0.5.0"
+# 0.5: the DLRS Cox model also takes the tumour's volume; 0.6: the final networks train as long
+# as the folds' best (pipeline.training.networks.final_epochs)
+DEMO_VERSION = "0.6.0"
 # the demo's segmenter: about a minute on 2 CPU cores (bench/segmentation.py measures a real
 # training): its outlines are rougher than a full training's, and its quality gate declines
 # the ones it is unsure of

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from pipeline.models import CoxModel, fit_response_svm, fit_subtypes
+from pipeline.models import CoxFitError, CoxModel, fit_response_svm, fit_subtypes
 from pipeline.stats import auc_delong, harrell_c_ci
 from pipeline.training.cohort import good_response, number
 from pipeline.validation import OUTPUTS, Estimate, output_entry
@@ -85,7 +85,11 @@ def _cox_oof(
         part = frame.iloc[fit]
         if part["event"].sum() == 0:
             return None
-        model = CoxModel.fit(part, "time", "event", penalizer=penalizer)
+        try:
+            model = CoxModel.fit(part, "time", "event", penalizer=penalizer)
+        except CoxFitError as exc:  # no estimate: the output is not validated, training goes on
+            log.warning("no out-of-fold estimate: %s", exc)
+            return None
         lp[score] = model.linear_predictor(frame.iloc[score][model.covariates].to_numpy(float))
     return survival_estimate("out_of_fold", frame["time"].tolist(),
                              frame["event"].astype(int).tolist(), lp.tolist())  # fmt: skip
@@ -109,7 +113,11 @@ def _recurrence_oof(
         comps = model[:-1].transform(x[fit])
         columns = [f"pc{i + 1}" for i in range(comps.shape[1])]
         frame = pd.DataFrame(comps, columns=columns).assign(time=time_[fit], event=event[fit])
-        cox = CoxModel.fit(frame, "time", "event", penalizer=0.1)
+        try:
+            cox = CoxModel.fit(frame, "time", "event", penalizer=0.1)
+        except CoxFitError as exc:
+            log.warning("no out-of-fold estimate of the recurrence model: %s", exc)
+            return None
         lp[score] = cox.linear_predictor(model[:-1].transform(x[score]))
     return survival_estimate(
         "out_of_fold", time_.tolist(), event.tolist(), lp.tolist(),

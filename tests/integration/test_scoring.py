@@ -316,3 +316,55 @@ def test_failed_export_is_parked_and_sent_by_retry_exports(
     assert len(stored.get("SR", [])) == 2
     assert len(stored.get("OT", [])) == 8
     assert {c["state"] for c in _cases(data_dir)} == {"exported"}
+
+
+def test_exports_resume_by_themselves_when_orthanc_comes_back(
+    tmp_path: Path, cohort: CohortResult, trained_bundle: TrainedBundle, orthanc: Orthanc
+) -> None:
+    """The baseline case is exported to Orthanc; Orthanc then goes down (stopped by its PID)
+    and the response case's export fails; Orthanc restarts on its own storage and port, and the
+    export goes through by itself: each case's objects in Orthanc once, the first ones kept."""
+    config = _config(
+        tmp_path,
+        models={"bundle_dir": trained_bundle.folder},
+        export={
+            "destinations": [
+                {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            ],
+            "max_attempts": 50,
+            "backoff_s": 0.2,
+            "backoff_max_s": 1.0,
+        },
+    )
+    data_dir = tmp_path / "data"
+    daemon = start_daemon(data_dir, config=config, extra=("--stable-age-s", "1"))
+    patient = cohort.patients[0]
+    baseline, restaging = sorted((cohort.out_dir / patient.patient_id).iterdir())
+    assert "baseline" in baseline.name
+    assert "restaging" in restaging.name
+    pacs = orthanc
+    try:
+        assert storescu(daemon.port, baseline).returncode == 0
+        _wait("the baseline case exported", lambda: _all_finished(data_dir, 1), 180, daemon.log)
+        pacs.stop()  # the destination goes away
+        assert storescu(daemon.port, restaging).returncode == 0
+        _wait(
+            "a failed try to export the response case",
+            lambda: any(
+                e["attempts"] > 0 and e["state"] != "sent"
+                for e in read_index(data_dir, "SELECT * FROM exports")
+            ),
+            180,
+            daemon.log,
+        )
+        pacs = Orthanc.start(tmp_path / "orthanc", dicom_port=orthanc.dicom_port)
+        _wait("both cases exported", lambda: _all_finished(data_dir, 2), 180, daemon.log)
+        stored = orthanc_instances(pacs)
+    finally:
+        stop_process(daemon.proc)
+        pacs.stop()
+    assert {c["state"] for c in _cases(data_dir)} == {"exported"}
+    exports = read_index(data_dir, "SELECT * FROM exports")
+    assert max(e["attempts"] for e in exports) > 1  # the response case's export was tried again
+    assert len(stored.get("SR", [])) == 2  # one per case: nothing lost, nothing twice
+    assert len(stored.get("OT", [])) == 8

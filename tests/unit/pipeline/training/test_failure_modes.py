@@ -1,13 +1,17 @@
-"""Known failure modes: the subgroups of evaluated patients where an output did clearly worse."""
+"""Known failure modes: the subgroups of evaluated patients where an output did clearly worse;
+and a Cox model that cannot be fitted in a fold costs its estimate, not the training."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pytest
 
+from pipeline.models import CoxFitError, CoxModel
 from pipeline.training.bundle import failure_lines
-from pipeline.training.validation import failure_modes, subgroups
+from pipeline.training.validation import _cox_oof, failure_modes, subgroups
 
 
 def _cohort(seed: int = 0) -> tuple[dict[str, Any], dict[str, dict[str, str]], dict[str, Any]]:
@@ -59,3 +63,17 @@ def test_the_subgroup_where_the_model_fails_is_named_and_no_other() -> None:
     assert failure_modes(scores, rows, acquisition, "held_out") == []
     assert "None found" in "".join(failure_lines({"failure_modes": {"held_out": []}}))
     assert "older larc" in "".join(failure_lines({}))
+
+
+def test_a_cox_model_that_does_not_converge_leaves_no_estimate_and_training_goes_on() -> None:
+    # 8 patients, 4 covariates (one on a scale 100 times the others), 3 events: lifelines'
+    # Newton steps turn NaN (seed found by search); the out-of-fold estimate is then missing
+    # (the output is not validated) instead of the whole training failing
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame(rng.normal(size=(8, 4)) * [1, 1, 100, 1], columns=list("abcd"))
+    table["d"] = (table["d"] > 0).astype(float)
+    table["time"] = rng.uniform(1, 60, 8)
+    table["event"] = [1, 1, 1, 0, 0, 0, 0, 0]
+    with pytest.raises(CoxFitError, match="did not converge on 8 patients with 3 events"):
+        CoxModel.fit(table, "time", "event")
+    assert _cox_oof(pd.concat([table] * 3, ignore_index=True), folds=3, seed=0) is None

@@ -31,7 +31,7 @@ import yaml
 from daemon.cases import FINISHED
 from daemon.harness.peers import Orthanc, Redis, free_port, store_files, wait_for_port
 from daemon.harness.viewer import OhifViewer
-from daemon.index import INDEX_FILE, Index
+from daemon.index import INDEX_FILE, AutoMaskState, Index
 
 ORTHANC_CONFIG = Path(__file__).resolve().parent / "orthanc" / "orthanc.json"  # package data
 LARC = str(Path(sys.executable).parent / "larc")
@@ -294,7 +294,8 @@ class Harness:
 
     def settled(self) -> bool:
         """Nothing left to do: Orthanc has forwarded everything, every study larc holds is stable,
-        and every case is finished (exported, failed, failed-export or waiting for an input)."""
+        no automatic outline is being made, and every case is finished (exported, failed,
+        failed-export or waiting for an input)."""
         if self.pacs_busy():
             return False
         try:
@@ -303,6 +304,10 @@ class Harness:
             return True  # nothing received yet
         try:
             if index.has_unstable_study():
+                return False
+            # a case waiting for its automatic outline is not finished: the outline is on its
+            # way (the first one also loads the networks, seconds without a change in the index)
+            if index.auto_masks(AutoMaskState.REQUESTED) or index.auto_masks(AutoMaskState.QUEUED):
                 return False
             return all(state in FINISHED for state in index.case_states())
         except sqlite3.OperationalError:  # being created

@@ -23,14 +23,15 @@ from torch import nn
 from pipeline.errors import ModelError, PipelineInputError
 
 Backbone = Literal["densenet121", "resnet18", "vit"]
-# the last convolutional block of each backbone (its output feeds no in-place operation)
-GRADCAM_LAYERS = {"densenet121": "features.denseblock4", "resnet18": "layer4"}
-# its blocks from the last, with how much each shrinks the input (its stride)
+# each backbone's blocks Grad-CAM may read, from the last convolutional one (their outputs feed
+# no in-place operation), with how much each shrinks the input (its stride)
 _GRADCAM_BLOCKS = {
     "densenet121": (("features.denseblock4", 32), ("features.denseblock3", 16),
                     ("features.denseblock2", 8)),
     "resnet18": (("layer4", 16), ("layer3", 8), ("layer2", 4)),  # MONAI's: no max-pool
 }  # fmt: skip
+# the last convolutional block of each backbone
+GRADCAM_LAYERS = {backbone: blocks[0][0] for backbone, blocks in _GRADCAM_BLOCKS.items()}
 MIN_GRADCAM_CELLS = 4
 
 

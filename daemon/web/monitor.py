@@ -144,15 +144,16 @@ class IndexCollector(Collector):
             yield GaugeMetricFamily(
                 "larc_storage_free_bytes", "Free bytes on the storage's file system", value=free
             )
+            required = watermark.required(total)
             yield GaugeMetricFamily(
                 "larc_storage_required_free_bytes",
                 "Free bytes the storage must keep (storage.min_free_bytes / min_free_percent)",
-                value=watermark.required(total),
+                value=required,
             )
             yield GaugeMetricFamily(
                 "larc_storage_accepting",
                 "1 while new instances are stored, 0 while they are refused for want of space",
-                value=float(watermark.shortfall() is None),
+                value=float(free >= required),  # Watermark.shortfall's rule, from one reading
             )
         rejected = CounterMetricFamily(
             "larc_instances_rejected", "DICOM instances refused, by status", labels=["status"]

@@ -551,8 +551,8 @@ def _held_out_metrics(
             fit = calibration(*response_pairs(scores, rows, name.removeprefix("response_")))
             entry |= {"non_events": est.non_events, "ece": fit.ece, "brier": fit.brier}
         metrics[METRIC_KEYS[name]] = entry
-    acquisition = {p: {k: v.to_json() for k, v in inputs[p].acquisition.items()} for p in test}
-    return metrics, estimates, failure_modes(scores, rows, acquisition, "held_out")
+    acquisition = {p: inputs[p].acquisition for p in test}
+    return metrics, estimates, failure_modes(scores, rows, acquisition, estimates)
 
 
 def model_card(manifest: dict[str, Any]) -> str:

@@ -401,14 +401,10 @@ def validated_copy(
     manifest = revalidate(dict(bundle.manifest), estimates, record)
     manifest["version"] = version
     if inputs is not None:  # the subgroups where an output did clearly worse at this site
-        acquisition = {
-            p: {k: v.to_json() for k, v in inputs[p].acquisition.items()}
-            for p in scores
-            if p in inputs
-        }
+        acquisition = {p: inputs[p].acquisition for p in scores if p in inputs}
         manifest["failure_modes"] = {
             **(manifest.get("failure_modes") or {}),
-            "external": failure_modes(scores, rows, acquisition, "external"),
+            "external": failure_modes(scores, rows, acquisition, estimates),
         }
     manifest.pop("files", None)
     (out / "model_card.md").write_text(model_card(manifest))

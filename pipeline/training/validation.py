@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from pipeline.envelope import SequenceFacts
 from pipeline.models import CoxFitError, CoxModel, fit_response_svm, fit_subtypes
 from pipeline.stats import auc_delong, harrell_c_ci
 from pipeline.training.cohort import good_response, number
@@ -229,20 +230,22 @@ SUBGROUP_MIN = 10
 WEAK = 0.6
 
 
-def subgroups(acquisition: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+def subgroups(acquisition: Mapping[str, Mapping[str, SequenceFacts]]) -> dict[str, list[str]]:
     """Patients by subgroup, from the facts of each patient's baseline T2W: manufacturer, field
     strength, and tumour volume below or at/above the median. ``acquisition``: patient ->
-    series name (``baseline T2W``) -> facts (:class:`pipeline.envelope.SequenceFacts` as JSON)."""
+    series name (``baseline T2W``) -> facts (:attr:`pipeline.case.CaseInputs.acquisition`)."""
     groups: dict[str, list[str]] = {}
     volumes = {}
     for patient, series in sorted(acquisition.items()):
-        facts = series.get("baseline T2W") or {}
-        if facts.get("manufacturer"):
-            groups.setdefault(f"manufacturer {facts['manufacturer']}", []).append(patient)
-        if facts.get("field_strength_t") is not None:
-            groups.setdefault(f"{facts['field_strength_t']:g} T", []).append(patient)
-        if facts.get("tumour_volume_ml") is not None:
-            volumes[patient] = float(facts["tumour_volume_ml"])
+        facts = series.get("baseline T2W")
+        if facts is None:
+            continue
+        if facts.manufacturer:
+            groups.setdefault(f"manufacturer {facts.manufacturer}", []).append(patient)
+        if facts.field_strength_t is not None:
+            groups.setdefault(f"{facts.field_strength_t:g} T", []).append(patient)
+        if facts.tumour_volume_ml is not None:
+            volumes[patient] = float(facts.tumour_volume_ml)
     if len(volumes) >= 2 * SUBGROUP_MIN:
         median = float(np.median(list(volumes.values())))
         groups[f"baseline tumour volume below {median:.1f} ml"] = sorted(
@@ -257,28 +260,29 @@ def subgroups(acquisition: Mapping[str, Mapping[str, Any]]) -> dict[str, list[st
 def failure_modes(
     scores: Mapping[str, Mapping[str, Any]],
     rows: Mapping[str, Mapping[str, str]],
-    acquisition: Mapping[str, Mapping[str, Any]],
-    cohort: str,
+    acquisition: Mapping[str, Mapping[str, SequenceFacts]],
+    overall: Mapping[str, Estimate],
 ) -> list[str]:
-    """Where an output does clearly worse than on all the scored patients: a subgroup (see
-    :func:`subgroups`) of at least SUBGROUP_MIN patients whose AUC or C-index is at or below
-    WEAK while all patients' is above it, or whose CI lies wholly below all patients' value.
-    Each as a sentence for the model card."""
-    overall = score_estimates(scores, rows, cohort)
+    """Where an output does clearly worse than on all the scored patients (``overall``: their
+    :func:`score_estimates`): a subgroup (see :func:`subgroups`) of at least SUBGROUP_MIN
+    patients whose AUC or C-index is at or below WEAK while all patients' is above it, or whose
+    CI lies wholly below all patients' value. Each as a sentence for the model card."""
+    if not overall:
+        return []
+    cohort = next(iter(overall.values())).cohort
     found = []
     scored = {p: acquisition[p] for p in scores if p in acquisition}
     for label, patients in subgroups(scored).items():
         if len(patients) < SUBGROUP_MIN or len(patients) == len(scores):
             continue
-        part = score_estimates({p: scores[p] for p in patients}, rows, cohort)
-        for name, est in part.items():
+        for name, est in score_estimates({p: scores[p] for p in patients}, rows, cohort).items():
             whole = overall.get(name)
             if whole is None or est.n < SUBGROUP_MIN:
                 continue
             if est.value <= WEAK < whole.value or est.high < whole.value - 1e-9:
                 metric, what = OUTPUTS[name]
                 found.append(
-                    f"{what}: {est.words(metric)} for {label}, against "
-                    f"{whole.value:.2f} on all {whole.n} patients"
+                    f"{what}: {est.words(metric)} for {label}, against {whole.value:.2f} on "
+                    f"all {whole.n} patients"
                 )
     return found

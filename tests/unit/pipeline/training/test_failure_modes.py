@@ -9,12 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.envelope import SequenceFacts
 from pipeline.models import CoxFitError, CoxModel
 from pipeline.training.bundle import failure_lines
-from pipeline.training.validation import _cox_oof, failure_modes, subgroups
+from pipeline.training.validation import _cox_oof, failure_modes, score_estimates, subgroups
 
 
-def _cohort(seed: int = 0) -> tuple[dict[str, Any], dict[str, dict[str, str]], dict[str, Any]]:
+def _cohort(
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], dict[str, dict[str, SequenceFacts]]]:
     """60 patients: the FDL ranks the GE patients' outcomes well and the Siemens ones' not
     at all; the volumes spread evenly over both."""
     rng = np.random.default_rng(seed)
@@ -27,11 +30,9 @@ def _cohort(seed: int = 0) -> tuple[dict[str, Any], dict[str, dict[str, str]], d
         scores[patient] = {"response_FDL": {"p_good_response": float(p)}}
         rows[patient] = {"good_response": str(int(good))}
         acquisition[patient] = {
-            "baseline T2W": {
-                "manufacturer": vendor,
-                "field_strength_t": 3.0,
-                "tumour_volume_ml": float(5 + (n * 7) % 40),
-            }
+            "baseline T2W": SequenceFacts(
+                manufacturer=vendor, field_strength_t=3.0, tumour_volume_ml=float(5 + (n * 7) % 40)
+            )
         }
     return scores, rows, acquisition
 
@@ -48,7 +49,7 @@ def test_subgroups_by_manufacturer_field_strength_and_volume() -> None:
 
 def test_the_subgroup_where_the_model_fails_is_named_and_no_other() -> None:
     scores, rows, acquisition = _cohort()
-    found = failure_modes(scores, rows, acquisition, "held_out")
+    found = failure_modes(scores, rows, acquisition, score_estimates(scores, rows, "held_out"))
     assert len(found) == 1, found
     assert "manufacturer SIEMENS" in found[0]
     assert found[0].startswith("P(good response) FDL")
@@ -60,7 +61,8 @@ def test_the_subgroup_where_the_model_fails_is_named_and_no_other() -> None:
         scores[patient]["response_FDL"]["p_good_response"] = 0.8 * int(row["good_response"]) + (
             0.01 * int(patient[1:])
         )
-    assert failure_modes(scores, rows, acquisition, "held_out") == []
+    overall = score_estimates(scores, rows, "held_out")
+    assert failure_modes(scores, rows, acquisition, overall) == []
     assert "None found" in "".join(failure_lines({"failure_modes": {"held_out": []}}))
     assert "older larc" in "".join(failure_lines({}))
 

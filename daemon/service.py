@@ -27,6 +27,7 @@ from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.segmenting import AutoSegmenter
 from daemon.settings import Destination, Settings, TlsSettings
+from dicom_io.reception import SPOOL_PREFIX
 from dicom_io.roles import load_rules
 from dicom_io.scp import Caller, Listener, ListenerOptions
 from dicom_io.scu import PacsNode
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INSTANCES_DIR = "instances"
+SPOOL_DIR = "spool"  # received data sets as they arrive, until stored (same file system)
 
 
 def celery_config(settings: Settings) -> CeleryConfig:
@@ -100,6 +102,7 @@ class Daemon:
                 max_pdu=scp.max_pdu,
                 allowed_callers=[Caller(c.ae_title, c.host) for c in scp.allowed_callers],
                 ssl_context=tls_context(scp.tls),
+                spool_dir=data_dir / SPOOL_DIR,
             ),
             self.ingest,
         )
@@ -238,6 +241,11 @@ class Daemon:
     def start(self) -> None:
         """Clean up after a crash, then start listening."""
         leftovers = self.store.remove_leftovers() if self.store.root.exists() else 0
+        spool = self.listener.options.spool_dir
+        if spool is not None and spool.exists():
+            for partial in spool.glob(f"{SPOOL_PREFIX}*"):  # none of them was acknowledged
+                partial.unlink(missing_ok=True)
+                leftovers += 1
         if leftovers:
             logger.warning("removed %d partial files left by an interrupted write", leftovers)
         if self.web is not None:  # first: a clash on its port stops us before DICOM arrives

@@ -2,9 +2,9 @@
 and, when asked, the receiving end of storage commitment reports (``dicom_io.commitment``).
 
 What to do with a received instance is the caller's business (a :data:`StoreHandler`); this
-module makes sure the handler sees the encoded bytes without decoding, that every exception
-becomes a failure status (never a success, never a dead listener), and that sockets disable
-Nagle's algorithm.
+module makes sure the handler sees the encoded bytes without decoding (spooled to a file as they
+arrive, :mod:`dicom_io.reception`), that every exception becomes a failure status (never a
+success, never a dead listener), and that sockets disable Nagle's algorithm.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -23,6 +24,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_io import reception
 from dicom_io.commitment import STORAGE_COMMITMENT, CommitmentReport, read_report
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ STATUS_DUPLICATE_REFUSED = 0x0111
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """One C-STORE as received: who sent what, and the encoded dataset in file format."""
+    """One C-STORE as received: who sent what, and the encoded dataset in file format, either
+    in memory (``data``) or in a spool file (``spooled``, then ``data`` is empty)."""
 
     calling_ae: str
     peer_address: str
@@ -69,6 +72,14 @@ class StoreRequest:
     # the group of the data set's first element as sent (None: not known, e.g. deflated):
     # File Meta (0002) or command (0000) elements do not belong in a C-STORE data set
     first_group: int | None = None
+    # the listener's spool file holding the instance: the handler may move it into its store
+    # (same file system); whatever it leaves there is removed after it returns
+    spooled: Path | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the instance in file format."""
+        return self.spooled.stat().st_size if self.spooled is not None else len(self.data)
 
 
 def first_group(dataset: bytes | memoryview, transfer_syntax_uid: str) -> int | None:
@@ -79,6 +90,29 @@ def first_group(dataset: bytes | memoryview, transfer_syntax_uid: str) -> int | 
     if transfer_syntax_uid == EXPLICIT_BIG_ENDIAN:
         return int.from_bytes(bytes(dataset[:2]), "big")
     return int.from_bytes(bytes(dataset[:2]), "little")
+
+
+def _dataset_offset(head: bytes) -> int | None:
+    """Where the data set starts in File Format bytes beginning with ``head`` (>= 144 bytes),
+    written with the File Meta group length first (as pynetdicom does)."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return None
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def first_group_in_file_format(data: bytes | Path, transfer_syntax_uid: str) -> int | None:
+    """:func:`first_group` of the data set in File Format bytes, or in a file of them."""
+    if isinstance(data, bytes):
+        offset = _dataset_offset(data[:144])
+        if offset is None:
+            return None
+        return first_group(data[offset : offset + 2], transfer_syntax_uid)
+    with data.open("rb") as handle:
+        offset = _dataset_offset(handle.read(144))
+        if offset is None:
+            return None
+        handle.seek(offset)
+        return first_group(handle.read(2), transfer_syntax_uid)
 
 
 StoreHandler = Callable[[StoreRequest], int]
@@ -114,6 +148,9 @@ class ListenerOptions:
     max_pdu: int = 262_144
     allowed_callers: Sequence[Caller] = ()
     ssl_context: ssl.SSLContext | None = None
+    # where received data sets are spooled as they arrive (None: the system's temp folder);
+    # on the store's file system, an instance is renamed into the store instead of copied
+    spool_dir: Path | None = None
 
 
 class _NoDelayServer(ThreadedAssociationServer):
@@ -147,7 +184,10 @@ class Listener:
         self._thread: threading.Thread | None = None
         # accept any storage SOP class, known or not; unknown ones are recorded as ignored
         pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
+        reception.install()  # spool received data sets to files; no polling delays
         ae = AE(ae_title=options.ae_title)
+        if options.spool_dir is not None:
+            reception.register_spool(ae, options.spool_dir)
         ae.maximum_associations = options.max_associations
         ae.maximum_pdu_size = options.max_pdu
         ae.network_timeout = 60
@@ -180,6 +220,7 @@ class Listener:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         if self._on_commitment is not None:
             handlers.append((evt.EVT_N_EVENT_REPORT, self._on_event_report))
@@ -233,19 +274,32 @@ class Listener:
         logger.debug("C-ECHO from %s", event.assoc.requestor.ae_title)
         return STATUS_SUCCESS
 
+    def _on_closed(self, event: Any) -> None:
+        removed = reception.discard_spooled(event.assoc)
+        if removed:
+            logger.warning(
+                "removed %d partly received instance(s) from %s: the association ended "
+                "before they were complete (none was acknowledged)",
+                removed,
+                event.assoc.requestor.address,
+            )
+
     def _on_c_store(self, event: Any) -> int:
         assoc = event.assoc
         try:
+            syntax = str(event.context.transfer_syntax)
+            spooled = Path(event.dataset_path)
+            spool = reception.received(assoc, spooled)
+            data = spool.contents() if spool is not None else spooled.read_bytes()
             request = StoreRequest(
                 calling_ae=str(assoc.requestor.ae_title).strip(),
                 peer_address=str(assoc.requestor.address),
                 sop_class_uid=str(event.request.AffectedSOPClassUID),
                 sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
-                transfer_syntax_uid=str(event.context.transfer_syntax),
-                data=event.encoded_dataset(include_meta=True),
-                first_group=first_group(
-                    event.request.DataSet.getbuffer()[:2], str(event.context.transfer_syntax)
-                ),
+                transfer_syntax_uid=syntax,
+                data=data or b"",
+                first_group=first_group_in_file_format(spooled if data is None else data, syntax),
+                spooled=spooled if data is None else None,
             )
         except Exception:  # a malformed request: nothing to store, tell the sender
             logger.exception("cannot read the C-STORE request from %s", assoc.requestor.address)
@@ -255,6 +309,8 @@ class Listener:
         except Exception:  # the handler must not kill the association or the listener
             logger.exception("storing an instance from %s failed", request.calling_ae)
             return STATUS_OUT_OF_RESOURCES
+        finally:
+            reception.settled(assoc, spooled)
 
     def _on_event_report(self, event: Any) -> tuple[int, None]:
         assoc = event.assoc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -87,6 +88,35 @@ class InstanceStore:
         except OSError as exc:
             raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
         return StoredFile(path, len(data), sha256 or hashlib.sha256(data).hexdigest())
+
+    def adopt(self, source: Path, path: Path, sha256: str) -> StoredFile:
+        """Move the file ``source`` (a received instance, e.g. in the listener's spool folder)
+        to ``path`` (from :meth:`path_for`), durably: fsync, atomic rename, fsync the folder.
+        When ``source`` is on another file system it is copied as :meth:`write` would.
+
+        ``sha256`` is the hex digest of the file's bytes. Raises :class:`StorageError` when the
+        disk refuses; ``source`` is then left where it was.
+        """
+        folder = path.parent
+        try:
+            new_folder = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            with source.open("rb+") as handle:
+                os.fsync(handle.fileno())
+                size = os.fstat(handle.fileno()).st_size
+            try:
+                source.replace(path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                return self.write(path, source.read_bytes(), sha256)
+            _fsync_dir(folder)
+            if new_folder:
+                for parent in (folder.parent, folder.parent.parent):
+                    _fsync_dir(parent)
+        except OSError as exc:
+            raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
+        return StoredFile(path, size, sha256)
 
     def remove_leftovers(self) -> int:
         """Delete temp files a crash left behind; returns how many. Call at start-up."""

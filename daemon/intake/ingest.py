@@ -30,7 +30,7 @@ from dicom_io.scp import (
     STATUS_SUCCESS,
     StoreRequest,
 )
-from dicom_io.storage import InstanceStore, Watermark, validate_uid
+from dicom_io.storage import InstanceStore, StoredFile, Watermark, validate_uid
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +71,34 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def parse(data: bytes) -> Dataset:
-    """Decode a received instance (file format); :class:`InvalidInputError` when it cannot."""
+def in_memory(request: StoreRequest) -> bytes | None:
+    """The instance's bytes when they are in memory; None when it was spooled to a file (it is
+    large: parsed and hashed from the file, then moved into the store)."""
+    return request.data if request.spooled is None else None
+
+
+def parse(request: StoreRequest, data: bytes | None) -> Dataset:
+    """Decode a received instance (file format: ``data``, else its spool file);
+    :class:`InvalidInputError` when it cannot."""
+    source = io.BytesIO(data) if data is not None else request.spooled
+    assert source is not None  # noqa: S101  (a request has its bytes or a spool file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # large values (pixel data) are not read: their length is all the checks need
-            ds = pydicom.dcmread(io.BytesIO(data), defer_size=4096)
+            ds = pydicom.dcmread(source, defer_size=4096)
     except Exception as exc:
         raise InvalidInputError(f"not a readable DICOM data set: {exc}") from exc
     return ds
+
+
+def content_hash(request: StoreRequest, data: bytes | None) -> str:
+    """SHA-256 (hex) of the instance in file format (``data``, else its spool file)."""
+    if data is not None:
+        return hashlib.sha256(data).hexdigest()
+    assert request.spooled is not None  # noqa: S101
+    with request.spooled.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _check_pixel_data(ds: Dataset, transfer_syntax_uid: str, available: int) -> None:
@@ -127,7 +145,7 @@ def describe(ds: Dataset, request: StoreRequest) -> InstanceRecord:
         raise InvalidInputError("PatientID is empty: larc pairs studies by patient")
     ignored = None
     if sop_class in IMAGE_SOP_CLASSES:
-        _check_pixel_data(ds, request.transfer_syntax_uid, len(request.data))
+        _check_pixel_data(ds, request.transfer_syntax_uid, request.size)
     elif sop_class not in OTHER_USED_SOP_CLASSES:
         ignored = f"SOP class {UID(sop_class).name} is not used by larc (stored, ignored)"
     return InstanceRecord(
@@ -178,7 +196,8 @@ class Ingest:
         stops for want of space and once when it resumes, not once per instance."""
         if self.watermark is None:
             return None
-        reason = self.watermark.shortfall(len(request.data))
+        # a spooled instance is on this file system already: moving it in takes no more room
+        reason = self.watermark.shortfall(0 if request.spooled is not None else request.size)
         with self._space_lock:
             if reason is not None and self._low_space is None:
                 logger.error(
@@ -210,6 +229,12 @@ class Ingest:
         except sqlite3.Error:
             logger.exception("could not record the rejection in the index")
 
+    def _store(self, request: StoreRequest, path: Path, sha256: str) -> StoredFile:
+        """Durably store the instance at ``path``: a spooled one is moved there, not copied."""
+        if request.spooled is not None:
+            return self.store.adopt(request.spooled, path, sha256)
+        return self.store.write(path, request.data, sha256)
+
     def __call__(self, request: StoreRequest) -> int:  # noqa: PLR0911  (one return per outcome)
         """Handle one C-STORE; returns the DIMSE status for the sender."""
         if (full := self._space(request)) is not None:
@@ -223,8 +248,9 @@ class Ingest:
                 f"the data set begins with a group {request.first_group:04X} element: File Meta "
                 "(0002) or command (0000) elements do not belong in a C-STORE data set",
             )
+        data = in_memory(request)
         try:
-            ds = parse(request.data)
+            ds = parse(request, data)
         except InvalidInputError as exc:
             return self._reject(request, STATUS_CANNOT_UNDERSTAND, str(exc))
         try:
@@ -237,7 +263,7 @@ class Ingest:
                 request, STATUS_CANNOT_UNDERSTAND, f"an element cannot be decoded: {exc}"
             )
 
-        sha256 = hashlib.sha256(request.data).hexdigest()
+        sha256 = content_hash(request, data)
         old_path: Path | None = None
         try:
             existing = self.index.instance(record.sop_uid)
@@ -269,7 +295,7 @@ class Ingest:
                 if self.duplicate_policy == "reject":
                     return STATUS_DUPLICATE_REFUSED
                 old_path = Path(existing.path)
-            stored = self.store.write(path, request.data, sha256)
+            stored = self._store(request, path, sha256)
             self.index.record_instance(
                 record, stored.path, stored.size, stored.sha256, request.calling_ae
             )

@@ -62,6 +62,7 @@ def test_storescu_stores_every_instance_byte_for_byte_and_indexes_it(
         assert stored == sent  # every element, pixel data included
         assert Path(row["path"]).is_relative_to(daemon.data_dir)
     assert not list(daemon.data_dir.rglob("*.part"))
+    assert not list((daemon.data_dir / "spool").iterdir())
 
 
 def test_only_allowed_callers_may_associate(tmp_path: Path, cohort: CohortResult) -> None:
@@ -175,6 +176,7 @@ def test_sigkill_mid_burst_loses_nothing_that_was_acknowledged(
             assert uid in stored, f"{name} was acknowledged but is not in the index"
             assert pydicom.dcmread(stored[uid]).pixel_array.shape == (48, 48)
         assert not list(data_dir.rglob("*.part")), "no half-written file survives a restart"
+        assert not list((data_dir / "spool").iterdir()), "nor a partly received one"
         resend = storescu(restarted.port, source)
         assert resend.returncode == 0, resend.stderr[-2000:]
         with _index(restarted) as db:
@@ -195,3 +197,76 @@ def test_sigkill_mid_burst_loses_nothing_that_was_acknowledged(
         assert [c[0] for c in cases] == ["baseline", "response"]
     finally:
         stop_process(restarted.proc)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def _multiframe(template: pydicom.Dataset, path: Path, frames: int, tag: str) -> Path:
+    """An Enhanced MR Image-class object of ``frames`` 512 x 512 16-bit frames (0.5 MiB each)."""
+    ds = template.copy()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=["multiframe", tag]
+    )
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames
+    ds.PixelData = bytes(range(256)) * (512 * 512 * 2 * frames // 256)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_large_multiframe_object_is_spooled_not_held_in_memory_and_a_cut_transfer_leaves_nothing(
+    tmp_path: Path, cohort: CohortResult
+) -> None:
+    """A 96 MiB multi-frame object goes to disk as it arrives (the daemon's peak memory grows by
+    far less than its size) and is stored whole; a transfer cut off half-way is neither stored
+    nor acknowledged, and its spool file is removed when the association drops."""
+    template = pydicom.dcmread(next(cohort.out_dir.rglob("*_t2w/*.dcm")))
+    whole = _multiframe(template, tmp_path / "whole.dcm", 192, "whole")
+    daemon = start_daemon(tmp_path / "data")
+    try:
+        before = _peak_rss_mb(daemon.proc.pid)
+        sent = storescu(daemon.port, whole)
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        growth = _peak_rss_mb(daemon.proc.pid) - before
+        assert growth < 48, f"peak RSS grew by {growth:.0f} MB receiving a 96 MiB object"
+        with _index(daemon) as db:
+            (path,) = db.execute("SELECT path FROM instances").fetchone()
+        original = pydicom.dcmread(whole)
+        stored = pydicom.dcmread(path)
+        assert stored.PixelData == original.PixelData
+        assert stored.SOPInstanceUID == original.SOPInstanceUID
+        spool = daemon.data_dir / "spool"
+        assert not list(spool.iterdir()), "nothing stays in the spool folder"
+
+        cut = _multiframe(template, tmp_path / "cut.dcm", 192, "cut")
+        sender = subprocess.Popen(
+            ["/usr/bin/storescu", "--required", "-aet", "SCANNER", "-aec", "LARC",
+             "127.0.0.1", str(daemon.port), str(cut)],
+            env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not any(p.stat().st_size > 2**20 for p in spool.glob("*")):
+                assert time.monotonic() < deadline, "the transfer never reached the spool"
+                assert sender.poll() is None, "storescu finished before it could be cut"
+                time.sleep(0.005)
+        finally:
+            sender.kill()
+            sender.wait()
+        deadline = time.monotonic() + 30
+        while list(spool.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(spool.iterdir()), "the cut transfer's spool file was removed"
+        assert "partly received" in daemon.log()
+        with _index(daemon) as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
+        assert count == 1, "the cut object was not stored"
+        assert echo(daemon.port), "the listener is still up"
+    finally:
+        stop_process(daemon.proc)

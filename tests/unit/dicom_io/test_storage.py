@@ -58,3 +58,20 @@ def test_the_watermark_keeps_the_larger_of_bytes_and_percent(tmp_path: Path) -> 
     assert reason is not None
     assert "storage.min_free_bytes" in reason
     assert "cannot read the free space" in str(Watermark(tmp_path / "gone").shortfall())
+
+
+def test_adopt_moves_a_received_file_into_place_without_leaving_it_behind(
+    tmp_path: Path,
+) -> None:
+    store = InstanceStore(tmp_path / "instances")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    received = spool / "c-store-1.dcm"
+    received.write_bytes(b"DICOM bytes")
+    path = store.path_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    stored = store.adopt(received, path, "cafe")
+    assert stored.path == path
+    assert stored.size == len(b"DICOM bytes")
+    assert path.read_bytes() == b"DICOM bytes"
+    assert not received.exists()
+    assert not list(spool.iterdir())

@@ -5,6 +5,7 @@ instances are split over K storescu processes sending at once (K associations). 
 run it by hand and record the figure.
 
     .venv/bin/python bench/ingest.py [--instances 1000] [--runs 3] [--senders 1]
+    .venv/bin/python bench/ingest.py --large-mb 300 --runs 3   # one multi-frame object
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ def make_instances(folder: Path, count: int) -> Path:
         template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         template.InstanceNumber = n + 1
         template.save_as(out / f"{n:05d}.dcm")
+    return out
+
+
+def make_large(folder: Path, megabytes: int) -> Path:
+    """One Enhanced MR Image-class object of 512 x 512 16-bit frames (0.5 MiB each) adding up to
+    ``megabytes`` MiB of pixel data, in a folder of its own."""
+    cohort = generate_cohort(
+        CohortSpec(patients=1, matrix=64, slices=4, seg_fraction=0.0, missing_fraction=0.0),
+        folder / "cohort",
+        workers=1,
+    )
+    ds = pydicom.dcmread(next(cohort.out_dir.rglob("*_t2w/*.dcm")))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames = megabytes * 2
+    ds.PixelData = bytes(range(256)) * (512 * 512 * 2 * frames // 256)
+    out = folder / "large"
+    out.mkdir()
+    ds.save_as(out / "multiframe.dcm", enforce_file_format=True)
     return out
 
 
@@ -165,6 +186,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="profile larc's store handler alone, then stop"
     )
+    parser.add_argument(
+        "--large-mb", type=int, default=0, help="send one multi-frame object of this many MiB"
+    )
     args = parser.parse_args()
     global SENDERS  # noqa: PLW0603  (a script's setting, read by timed_send)
     SENDERS = args.senders
@@ -175,7 +199,11 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="larc-bench-") as tmp:
         root = Path(tmp)
-        source = make_instances(root, args.instances)
+        if args.large_mb:
+            source = make_large(root, args.large_mb)
+            args.instances = 1
+        else:
+            source = make_instances(root, args.instances)
         if args.profile:
             profile_handler(root / "profile", source)
             return
@@ -186,9 +214,13 @@ def main() -> None:
             for name, peer in peers.items():  # alternate the peers within each round
                 times[name].append(peer(root / f"{name.split()[-1]}-{run}", source))
     rates = {name: args.instances / statistics.median(t) for name, t in times.items()}
+    what = (
+        f"one {args.large_mb} MiB multi-frame MR object (512x512x{args.large_mb * 2})"
+        if args.large_mb
+        else f"{args.instances} MR instances 256x256"
+    )
     print(
-        f"ingest: {args.instances} MR instances 256x256, {args.senders} association(s) at "
-        "once, TCP_NODELAY, "
+        f"ingest: {what}, {args.senders} association(s) at once, TCP_NODELAY, "
         f"{args.runs} runs each, {platform.node()} {time.strftime('%Y-%m-%d')}"
     )
     print(f"{'receiver':<16}{'median s':>10}{'inst/s':>10}   runs (s)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import ssl
 import threading
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -21,12 +21,13 @@ from daemon.index import INDEX_FILE, Index
 from daemon.intake.assembly import Assembler, AutoSegmentation, log_ready
 from daemon.intake.ingest import Ingest
 from daemon.intake.priors import Archive, DicomWebArchive, DimseArchive, PriorRetriever
+from daemon.intake.receivers import Receivers, ReceiverSpec
 from daemon.scoring.checks import InputPolicy
 from daemon.scoring.dispatcher import Dispatcher
 from daemon.scoring.executors import CeleryExecutor, EmbeddedExecutor, Executor
 from daemon.scoring.model import ModelInfo
 from daemon.scoring.segmenting import AutoSegmenter
-from daemon.settings import Destination, Settings, TlsSettings
+from daemon.settings import Destination, Settings
 from dicom_io.reception import SPOOL_PREFIX
 from dicom_io.roles import load_rules
 from dicom_io.scp import Caller, Listener, ListenerOptions
@@ -62,21 +63,6 @@ def celery_config(settings: Settings) -> CeleryConfig:
     )
 
 
-def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
-    """A server-side TLS context from the settings, or ``None`` when TLS is off."""
-    if not tls.enabled:
-        return None
-    if tls.key_file is None or tls.cert_file is None:
-        raise ValueError("scp.tls needs both cert_file and key_file")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.ca_file is not None:
-        context.load_verify_locations(tls.ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
 class Daemon:
     """Everything ``larc serve`` runs. :meth:`start`, then :meth:`wait` or :meth:`stop`."""
 
@@ -101,19 +87,28 @@ class Daemon:
                 max_associations=scp.max_associations,
                 max_pdu=scp.max_pdu,
                 allowed_callers=[Caller(c.ae_title, c.host) for c in scp.allowed_callers],
-                ssl_context=tls_context(scp.tls),
+                ssl_context=scp.tls.server_context(),
                 spool_dir=data_dir / SPOOL_DIR,
+                reuse_port=scp.listener_processes > 1,
             ),
             self.ingest,
         )
         self.exporter = Exporter(self.index, data_dir, settings.export, scp.ae_title)
-        if any(
+        commitment = any(
             isinstance(d, Destination) and d.commitment != "off"
             for d in settings.export.destinations
-        ):
+        )
+        if commitment and scp.listener_processes > 1:
+            raise ValueError(
+                "scp.listener_processes > 1 cannot be used with storage commitment "
+                "(export.destinations[].commitment): a PACS's commitment report could reach a "
+                "receiver process, which cannot act on it; set scp.listener_processes: 1"
+            )
+        if commitment:
             self.listener = Listener(
                 self.listener.options, self.ingest, on_commitment=self.exporter.on_commitment
             )
+        self.receivers = self._receivers(settings)
         self.priors = self._prior_retriever(settings)
         rules = load_rules(settings.roles.rules_file)
         self.dispatcher = self._dispatcher(settings)
@@ -131,6 +126,26 @@ class Daemon:
         self.web = self._web(settings)
         self._stop_requested = threading.Event()
         self._closed = False
+
+    def _receivers(self, settings: Settings) -> Receivers | None:
+        extra = settings.scp.listener_processes - 1
+        if extra == 0:
+            return None
+        spec = ReceiverSpec(
+            options=replace(self.listener.options, ssl_context=None),
+            tls=settings.scp.tls,
+            store_root=self.store.root,
+            data_dir=settings.storage.data_dir,
+            duplicate_policy=settings.storage.duplicate_policy,
+            watermark=self.ingest.watermark,
+            log_level=logging.getLevelName(logging.getLogger().level),
+            log_json=settings.log.json_lines,
+        )
+        return Receivers(spec, extra)
+
+    def _listening(self) -> bool:
+        """Whether the listener, and every receiver process, is up."""
+        return self.listener.running and (self.receivers is None or self.receivers.alive())
 
     def _web(self, settings: Settings) -> WebServer | None:
         web = settings.web
@@ -153,7 +168,7 @@ class Daemon:
             WebContext(
                 self.web_index,
                 settings,
-                listener_ok=lambda: self.listener.running,
+                listener_ok=self._listening,
                 wake=self.dispatcher.wake if self.dispatcher else None,
                 model_label=model.label if model else None,
                 cr_features=model.cr_features if model else (),
@@ -251,6 +266,8 @@ class Daemon:
         if self.web is not None:  # first: a clash on its port stops us before DICOM arrives
             self.web.start()
         self.listener.start()
+        if self.receivers is not None:
+            self.receivers.start(self.listener.port)
         self.assembler.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
@@ -263,6 +280,8 @@ class Daemon:
         self._closed = True
         if self.web is not None:
             self.web.stop()
+        if self.receivers is not None:
+            self.receivers.stop()
         self.listener.stop()
         self.assembler.stop()
         if self.dispatcher is not None:

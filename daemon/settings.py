@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -89,6 +90,20 @@ class TlsSettings(_Section):
         """Whether TLS is configured."""
         return self.cert_file is not None
 
+    def server_context(self) -> ssl.SSLContext | None:
+        """The listener's server-side TLS context, or ``None`` when TLS is off."""
+        if not self.enabled:
+            return None
+        if self.key_file is None or self.cert_file is None:
+            raise ValueError("scp.tls needs both cert_file and key_file")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.ca_file is not None:
+            context.load_verify_locations(self.ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
 
 class ScpSettings(_Section):
     """The DICOM listener (C-ECHO, C-STORE)."""
@@ -108,6 +123,18 @@ class ScpSettings(_Section):
         ),
     )
     tls: TlsSettings = TlsSettings()
+    listener_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Processes receiving on the port (SO_REUSEPORT, Linux): the kernel spreads "
+            "associations over them, each stores and indexes as the main one does. More than 1 "
+            "lets several senders at once use several cores; one association is served by one "
+            "process. Not with storage commitment destinations (their reports must reach the "
+            "main process)."
+        ),
+    )
 
     _check_ae = field_validator("ae_title")(validate_ae_title)
 

@@ -151,6 +151,8 @@ class ListenerOptions:
     # where received data sets are spooled as they arrive (None: the system's temp folder);
     # on the store's file system, an instance is renamed into the store instead of copied
     spool_dir: Path | None = None
+    # bind with SO_REUSEPORT: other processes of this user listen on the same port
+    reuse_port: bool = False
 
 
 class _NoDelayServer(ThreadedAssociationServer):
@@ -164,6 +166,18 @@ class _NoDelayServer(ThreadedAssociationServer):
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(client, server_side=True)
         return client, address
+
+
+class _SharedPortServer(_NoDelayServer):
+    """The same, bound with SO_REUSEPORT: the kernel spreads connections over the processes
+    listening on the port (pynetdicom's ``server_bind`` ignores socketserver's
+    ``allow_reuse_port``)."""
+
+    def server_bind(self) -> None:
+        if self.socket is None:
+            raise OSError("the listener socket is closed")
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class Listener:
@@ -228,7 +242,7 @@ class Listener:
             (opts.bind_address, opts.port),
             ssl_context=opts.ssl_context,
             evt_handlers=handlers,
-            server_class=_NoDelayServer,
+            server_class=_SharedPortServer if opts.reuse_port else _NoDelayServer,
         )
         self._ae._servers.append(self._server)  # as start_server does; shutdown() removes it
         self._thread = threading.Thread(

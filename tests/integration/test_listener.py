@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -270,3 +272,120 @@ def test_a_large_multiframe_object_is_spooled_not_held_in_memory_and_a_cut_trans
         assert echo(daemon.port), "the listener is still up"
     finally:
         stop_process(daemon.proc)
+
+
+def _listening(port: int, pids: list[int]) -> set[int]:
+    """Which of ``pids`` hold a TCP socket listening on ``port`` (read from /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(fields[9])
+    holders = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                holders.add(pid)
+    return holders
+
+
+def _receiver_pids(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_listener_processes_share_the_port_and_go_with_the_daemon(
+    tmp_path: Path, cohort: CohortResult
+) -> None:
+    """scp.listener_processes: 2 — a receiver process listens on the same port beside the
+    daemon; six senders at once are all stored; SIGKILL the daemon and the receiver goes too,
+    leaving the port to the next daemon."""
+    template = pydicom.dcmread(next(cohort.out_dir.rglob("*_t2w/*.dcm")))
+    source = tmp_path / "senders"
+    for n in range(180):
+        template.SOPInstanceUID = generate_uid(entropy_srcs=["receivers", str(n)])
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        folder = source / f"sender{n % 6}"
+        folder.mkdir(parents=True, exist_ok=True)
+        template.save_as(folder / f"{n:04d}.dcm")
+    config = tmp_path / "larc.yaml"
+    config.write_text("scp:\n  listener_processes: 2\n")
+    data_dir = tmp_path / "data"
+    daemon = start_daemon(data_dir, config=config)
+    try:
+        deadline = time.monotonic() + 60  # the receiver starts just after the main listener
+        while "share port" not in daemon.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        receivers = _receiver_pids(daemon.proc.pid)
+        assert len(receivers) == 1, receivers
+        pids = [daemon.proc.pid, *receivers]
+        assert _listening(daemon.port, pids) == set(pids), "both processes listen on the port"
+        assert "receiver process 2 (pid" in daemon.log()
+        senders = [
+            subprocess.Popen(
+                ["/usr/bin/storescu", "--required", "-aet", "SCANNER", "-aec", "LARC", "+sd",
+                 "127.0.0.1", str(daemon.port), str(source / f"sender{k}")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+            )
+            for k in range(6)
+        ]  # fmt: skip
+        for sender in senders:
+            output, _ = sender.communicate(timeout=120)
+            assert sender.returncode == 0, output[-2000:]
+        with _index(daemon) as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
+        assert count == 180
+        daemon.proc.kill()  # the receiver has no one to tell it: it must notice by itself
+        daemon.proc.wait()
+        deadline = time.monotonic() + 15
+        while not all(_gone(pid) for pid in receivers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in receivers), "the receiver went with the daemon"
+    finally:
+        stop_process(daemon.proc)
+        for pid in _receiver_pids(daemon.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    restarted = start_daemon(data_dir, port=daemon.port)
+    try:
+        assert _listening(restarted.port, [restarted.proc.pid]) == {restarted.proc.pid}
+        again = storescu(restarted.port, source / "sender0")
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        stop_process(restarted.proc)
+
+
+def test_listener_processes_refuse_storage_commitment(tmp_path: Path) -> None:
+    config = tmp_path / "larc.yaml"
+    config.write_text(
+        "scp:\n  listener_processes: 2\nexport:\n  destinations:\n    - ae_title: PACS\n"
+        "      host: 127.0.0.1\n      port: 11112\n      commitment: required\n"
+    )
+    run = subprocess.run(
+        [LARC, "serve", "--config", str(config), "--port", str(free_port()), "--data-dir",
+         str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "scp.listener_processes" in run.stderr
+    assert "commitment" in run.stderr

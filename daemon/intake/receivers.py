@@ -94,6 +94,7 @@ class Receivers:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, SpawnProcess] = {}
         self._restarts: list[float] = []
+        self._gave_up = False
         self._stopping = threading.Event()
         self._watch = threading.Thread(target=self._supervise, name="receivers", daemon=True)
 
@@ -137,11 +138,6 @@ class Receivers:
             self.count, port,
         )  # fmt: skip
 
-    @property
-    def pids(self) -> list[int]:
-        """The receivers' process ids."""
-        return [p.pid for p in self._processes.values() if p.pid is not None]
-
     def alive(self) -> bool:
         """Whether every receiver is running."""
         return all(p.is_alive() for p in self._processes.values())
@@ -154,7 +150,15 @@ class Receivers:
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < 60]
                 if len(self._restarts) >= RESTARTS_PER_MINUTE:
-                    continue  # reported once below; /healthz shows it
+                    if not self._gave_up:
+                        logger.error(
+                            "receiver processes ended %d times within a minute: not starting "
+                            "them again for now (/healthz fails; see the errors above)",
+                            len(self._restarts),
+                        )
+                    self._gave_up = True
+                    continue
+                self._gave_up = False
                 self._restarts.append(now)
                 logger.error(
                     "receiver process %d (pid %s) ended with exit code %s: starting it again",

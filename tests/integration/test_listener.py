@@ -318,8 +318,8 @@ def test_listener_processes_share_the_port_and_go_with_the_daemon(
     tmp_path: Path, cohort: CohortResult
 ) -> None:
     """scp.listener_processes: 2 — a receiver process listens on the same port beside the
-    daemon; six senders at once are all stored; SIGKILL the daemon and the receiver goes too,
-    leaving the port to the next daemon."""
+    daemon; six senders at once are all stored; a receiver killed is started again; SIGKILL the
+    daemon and the receiver goes too, leaving the port to the next daemon."""
     template = pydicom.dcmread(next(cohort.out_dir.rglob("*_t2w/*.dcm")))
     source = tmp_path / "senders"
     for n in range(180):
@@ -356,6 +356,15 @@ def test_listener_processes_share_the_port_and_go_with_the_daemon(
         with _index(daemon) as db:
             (count,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
         assert count == 180
+        os.kill(receivers[0], signal.SIGKILL)  # a receiver that dies is started again
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            receivers = [p for p in _receiver_pids(daemon.proc.pid) if not _gone(p)]
+            if len(receivers) == 1 and _listening(daemon.port, receivers) == set(receivers):
+                break
+            time.sleep(0.2)
+        assert "ended with exit code -9: starting it again" in daemon.log()
+        assert _listening(daemon.port, receivers) == set(receivers), receivers
         daemon.proc.kill()  # the receiver has no one to tell it: it must notice by itself
         daemon.proc.wait()
         deadline = time.monotonic() + 15

@@ -8,7 +8,8 @@ not depend on the process that took it. Several senders at once then use several
 one process the associations are threads that share one interpreter lock); one association is
 served by one process.
 
-Receivers are spawned (the daemon has threads), stop on SIGTERM (open associations are ended:
+Receivers are processes of their own (``python -m daemon.intake.receivers``, given their
+settings on standard input), stop on SIGTERM (open associations are ended:
 nothing they had not acknowledged is lost) and end by themselves when the daemon's process is
 gone, even after a SIGKILL (a thread watches their parent from their first moment). One that
 dies is started again.
@@ -17,14 +18,15 @@ dies is started again.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import pickle
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
 from pathlib import Path
 
 from daemon.index import INDEX_FILE, Index
@@ -65,8 +67,9 @@ def _watch_parent(parent: int, number: int) -> None:
     os._exit(0)
 
 
-def receive(spec: ReceiverSpec, number: int, parent: int, ready: Connection) -> None:
-    """A receiver process's body: listen until SIGTERM, or until ``parent`` is gone."""
+def receive(spec: ReceiverSpec, number: int, parent: int) -> None:
+    """A receiver process's body: listen until SIGTERM, or until ``parent`` is gone. Says
+    ``listening`` on standard output once it is."""
     threading.Thread(target=_watch_parent, args=(parent, number), daemon=True).start()
     configure_logging(spec.log_level, spec.log_json)
     stop = threading.Event()
@@ -78,8 +81,8 @@ def receive(spec: ReceiverSpec, number: int, parent: int, ready: Connection) -> 
     listener.start()
     logger.info("receiver process %d (pid %d) listening on port %d", number, os.getpid(),
                 listener.port)  # fmt: skip
-    ready.send(os.getpid())
-    ready.close()
+    sys.stdout.write("listening\n")
+    sys.stdout.flush()
     stop.wait()
     listener.stop()
     index.close()
@@ -91,39 +94,34 @@ class Receivers:
     def __init__(self, spec: ReceiverSpec, count: int) -> None:
         self.spec = spec
         self.count = count
-        self._context = multiprocessing.get_context("spawn")
-        self._processes: dict[int, SpawnProcess] = {}
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._restarts: list[float] = []
         self._gave_up = False
         self._stopping = threading.Event()
         self._watch = threading.Thread(target=self._supervise, name="receivers", daemon=True)
 
-    def _spawn(self, number: int) -> SpawnProcess:
-        ours, theirs = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=receive,
-            args=(self.spec, number, os.getpid(), theirs),
-            name=f"larc-receiver-{number}",
-            daemon=True,
+    def _spawn(self, number: int) -> subprocess.Popen[bytes]:
+        """Start receiver ``number`` (``python -m daemon.intake.receivers``: it imports the
+        listener and the ingest, not the rest of the daemon) and wait until it listens."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(number), str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        process.start()
-        theirs.close()
-        try:
-            if not ours.poll(START_TIMEOUT_S):
-                process.kill()
-                raise RuntimeError(
-                    f"receiver process {number} did not start listening within "
-                    f"{START_TIMEOUT_S:.0f} s (see the log above)"
-                )
-            ours.recv()
-        except EOFError as exc:  # it ended before it was listening
-            process.join(5)
+        assert process.stdin is not None  # noqa: S101
+        assert process.stdout is not None  # noqa: S101
+        process.stdin.write(pickle.dumps(self.spec))
+        process.stdin.close()
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+        said = process.stdout.readline() if ready else b""
+        process.stdout.close()
+        if said.strip() != b"listening":
+            process.kill()
+            process.wait(10)
             raise RuntimeError(
-                f"receiver process {number} ended at start-up with exit code "
-                f"{process.exitcode} (see the log above)"
-            ) from exc
-        finally:
-            ours.close()
+                f"receiver process {number} did not start listening within "
+                f"{START_TIMEOUT_S:.0f} s (exit code {process.returncode}; see the log above)"
+            )
         return process
 
     def start(self, port: int) -> None:
@@ -140,12 +138,12 @@ class Receivers:
 
     def alive(self) -> bool:
         """Whether every receiver is running."""
-        return all(p.is_alive() for p in self._processes.values())
+        return all(p.poll() is None for p in self._processes.values())
 
     def _supervise(self) -> None:
         while not self._stopping.wait(1.0):
             for number, process in list(self._processes.items()):
-                if process.is_alive() or self._stopping.is_set():
+                if process.poll() is None or self._stopping.is_set():
                     continue
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < 60]
@@ -162,7 +160,7 @@ class Receivers:
                 self._restarts.append(now)
                 logger.error(
                     "receiver process %d (pid %s) ended with exit code %s: starting it again",
-                    number, process.pid, process.exitcode,
+                    number, process.pid, process.returncode,
                 )  # fmt: skip
                 try:
                     self._processes[number] = self._spawn(number)
@@ -173,10 +171,15 @@ class Receivers:
         """SIGTERM every receiver and wait for it (SIGKILL after 15 s)."""
         self._stopping.set()
         for process in self._processes.values():
-            if process.is_alive():
+            if process.poll() is None:
                 process.terminate()
         for process in self._processes.values():
-            process.join(15)
-            if process.is_alive():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(5)
+                process.wait(5)
+
+
+if __name__ == "__main__":  # a receiver process, started by Receivers._spawn
+    receive(pickle.load(sys.stdin.buffer), int(sys.argv[1]), int(sys.argv[2]))  # noqa: S301

@@ -301,7 +301,7 @@ def _receiver_pids(parent: int) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+        if int(fields[1]) == parent and b"daemon.intake.receivers" in cmdline:
             found.append(int(stat.parent.name))
     return found
 

@@ -90,6 +90,7 @@ class Daemon:
                 ssl_context=scp.tls.server_context(),
                 spool_dir=data_dir / SPOOL_DIR,
                 reuse_port=scp.listener_processes > 1,
+                spool_watermark=self.ingest.watermark,
             ),
             self.ingest,
         )

@@ -40,24 +40,29 @@ import pynetdicom.association
 import pynetdicom.dimse_messages
 from pynetdicom import _config as pynetdicom_config
 
+from dicom_io.storage import Watermark
+
 ACCEPTOR_POLL_S = 0.001  # pynetdicom's acceptor reactor sleep: replaced by a wait on its queue
 SPOOL_PREFIX = "c-store-"
 SPILL_BYTES = 8 * 2**20  # a received data set larger than this goes to its spool file
+CHECK_BYTES = 4 * 2**20  # a spool file's growth between two looks at the free space
 
 _installed = False
 _install_lock = threading.Lock()
-# each listener's AE -> the folder its associations spool into
-_spools: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+# each listener's AE -> the folder its associations spool into, and the free space to keep
+_spools: weakref.WeakKeyDictionary[Any, tuple[Path, Watermark | None]] = weakref.WeakKeyDictionary()
 # each association -> its data sets being received or handled, by name (a data set's file is
 # removed when the connection closes, if it is still there)
 _spooled: weakref.WeakKeyDictionary[Any, dict[str, Spool]] = weakref.WeakKeyDictionary()
 _spooled_lock = threading.Lock()
 
 
-def register_spool(ae: Any, folder: Path) -> None:
-    """Spool the data sets that associations of ``ae`` receive into ``folder`` (made here)."""
+def register_spool(ae: Any, folder: Path, watermark: Watermark | None = None) -> None:
+    """Spool the data sets that associations of ``ae`` receive into ``folder`` (made here);
+    with ``watermark``, a spool file stops growing (and is removed) before it would take the
+    free space below it."""
     folder.mkdir(parents=True, exist_ok=True)
-    _spools[ae] = folder
+    _spools[ae] = (folder, watermark)
 
 
 class Spool:
@@ -66,12 +71,16 @@ class Spool:
     for the ``NamedTemporaryFile`` pynetdicom would open (it uses ``write``, ``file.flush``,
     ``name`` and ``close``, and unlinks ``name`` after the handler)."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, watermark: Watermark | None = None) -> None:
         self.folder = Path(folder or tempfile.gettempdir())
         self.name = str(self.folder / f"{SPOOL_PREFIX}{uuid.uuid4().hex}.dcm")
         self.file = self  # pynetdicom flushes ``.file``
+        self.watermark = watermark
+        # why the data set was not kept (its file removed, the rest of it discarded as it came)
+        self.refused: str | None = None
         self._memory: io.BytesIO | None = io.BytesIO()
         self._disk: IO[bytes] | None = None
+        self._unchecked = 0  # bytes written to the file since the free space was last checked
 
     def write(self, data: bytes) -> int:
         if self._memory is not None:
@@ -79,11 +88,33 @@ class Spool:
             if self._memory.tell() > SPILL_BYTES:
                 self._spill()
             return written
+        if self.refused is not None:
+            return len(data)  # the rest of a refused data set: read from the network, dropped
+        if self._unchecked + len(data) > CHECK_BYTES and not self._room(CHECK_BYTES):
+            return len(data)
         assert self._disk is not None  # noqa: S101
+        self._unchecked += len(data)
         return self._disk.write(data)
+
+    def _room(self, incoming: int) -> bool:
+        """Whether ``incoming`` more bytes keep the free space above the watermark; if not,
+        the data set is refused and its file removed."""
+        self._unchecked = 0
+        reason = self.watermark.shortfall(incoming) if self.watermark is not None else None
+        if reason is None:
+            return True
+        self.refused = reason
+        self._memory = None
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+            Path(self.name).unlink(missing_ok=True)
+        return False
 
     def _spill(self) -> None:
         assert self._memory is not None  # noqa: S101
+        if not self._room(self._memory.tell() + CHECK_BYTES):
+            return
         self._disk = Path(self.name).open("xb")  # noqa: SIM115  (closed in close())
         self._disk.write(self._memory.getbuffer())
         self._memory = None
@@ -105,7 +136,9 @@ def _spool_file(delete: bool = True, mode: str = "w+b", suffix: str = "") -> Spo
     """Stands in for the ``NamedTemporaryFile`` pynetdicom opens for a received data set, in
     the spool folder of the listener whose association the calling DUL thread serves."""
     assoc = getattr(threading.current_thread(), "assoc", None)
-    spool = Spool(_spools.get(getattr(assoc, "ae", None)) if assoc is not None else None)
+    ae = getattr(assoc, "ae", None)
+    folder, watermark = _spools.get(ae, (None, None)) if ae is not None else (None, None)
+    spool = Spool(folder, watermark)
     if assoc is not None:
         with _spooled_lock:
             _spooled.setdefault(assoc, {})[spool.name] = spool

@@ -26,6 +26,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_io import reception
 from dicom_io.commitment import STORAGE_COMMITMENT, CommitmentReport, read_report
+from dicom_io.storage import Watermark
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class StoreRequest:
     # the listener's spool file holding the instance: the handler may move it into its store
     # (same file system); whatever it leaves there is removed after it returns
     spooled: Path | None = None
+    # why the listener did not keep the data set (no room to spool it): the handler refuses it
+    refused: str | None = None
 
     @property
     def size(self) -> int:
@@ -153,6 +156,8 @@ class ListenerOptions:
     spool_dir: Path | None = None
     # bind with SO_REUSEPORT: other processes of this user listen on the same port
     reuse_port: bool = False
+    # the free space a spool file may not take (the store's watermark)
+    spool_watermark: Watermark | None = None
 
 
 class _NoDelayServer(ThreadedAssociationServer):
@@ -201,7 +206,7 @@ class Listener:
         reception.install()  # spool received data sets to files; no polling delays
         ae = AE(ae_title=options.ae_title)
         if options.spool_dir is not None:
-            reception.register_spool(ae, options.spool_dir)
+            reception.register_spool(ae, options.spool_dir, options.spool_watermark)
         ae.maximum_associations = options.max_associations
         ae.maximum_pdu_size = options.max_pdu
         ae.network_timeout = 60
@@ -304,7 +309,12 @@ class Listener:
             syntax = str(event.context.transfer_syntax)
             spooled = Path(event.dataset_path)
             spool = reception.received(assoc, spooled)
+            refused = spool.refused if spool is not None else None
             data = spool.contents() if spool is not None else spooled.read_bytes()
+            if refused is not None:
+                data, kept = b"", None
+            else:
+                kept = spooled if data is None else None
             request = StoreRequest(
                 calling_ae=str(assoc.requestor.ae_title).strip(),
                 peer_address=str(assoc.requestor.address),
@@ -312,8 +322,11 @@ class Listener:
                 sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
                 transfer_syntax_uid=syntax,
                 data=data or b"",
-                first_group=first_group_in_file_format(spooled if data is None else data, syntax),
-                spooled=spooled if data is None else None,
+                first_group=None
+                if refused is not None
+                else first_group_in_file_format(spooled if data is None else data, syntax),
+                spooled=kept,
+                refused=refused,
             )
         except Exception:  # a malformed request: nothing to store, tell the sender
             logger.exception("cannot read the C-STORE request from %s", assoc.requestor.address)

@@ -156,6 +156,12 @@ class Watermark:
         required = self.required(total)
         if free - incoming >= required:
             return None
+        if free >= required:
+            return (
+                f"{_mib(free)} free under {self.root}: {_mib(incoming)} more would leave less "
+                f"than the {_mib(required)} that must stay free (storage.min_free_bytes / "
+                "storage.min_free_percent)"
+            )
         return (
             f"{_mib(free)} free under {self.root}, below the {_mib(required)} that must stay "
             "free (storage.min_free_bytes / storage.min_free_percent)"

@@ -241,6 +241,8 @@ class Ingest:
             # logged once per episode (above); the watermark leaves the index room for the row
             self._record_refusal(request, STATUS_OUT_OF_RESOURCES, full)
             return STATUS_OUT_OF_RESOURCES
+        if request.refused is not None:  # the listener had no room to receive it whole
+            return self._reject(request, STATUS_OUT_OF_RESOURCES, request.refused)
         if request.first_group is not None and request.first_group < 0x0008:
             return self._reject(
                 request,

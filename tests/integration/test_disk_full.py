@@ -2,7 +2,8 @@
 
 Below the watermark (storage.min_free_bytes) new instances get 0xA700 Out of Resources with the
 reason recorded, the health check and the metrics say so, nothing half-written is left, and
-storing resumes by itself once space is freed.
+storing resumes by itself once space is freed. A large object spooled as it arrives stops
+before it would take the reserve.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from daemon.settings import Settings
 from daemon.web.monitor import Health, IndexCollector
 from dicom_io.synthetic.cohort import CohortResult
 from tests.conftest import start_daemon, stop_process, storescu
+from tests.integration.test_listener import _multiframe
 
 pytestmark = pytest.mark.integration
 
@@ -110,5 +112,45 @@ def test_a_full_disk_refuses_with_out_of_resources_and_storing_resumes_by_itself
         assert Health(index, settings, listener_ok=lambda: True).check()["status"] == "ok"
         metrics = {m.name: m for m in IndexCollector(index, settings).collect()}
         assert metrics["larc_storage_accepting"].samples[0].value == 1
+    finally:
+        stop_process(daemon.proc)
+
+
+def test_a_large_object_that_would_eat_the_reserve_is_refused_as_it_arrives(
+    small_disk: Path, tmp_path: Path, cohort: CohortResult
+) -> None:
+    """A 10 MiB object (spooled to disk as it arrives) when only 6 MiB are free above the
+    watermark: its spool file stops before taking the reserve, the sender gets 0xA700 with the
+    reason recorded (not an aborted association, not a full disk), and once space returns the
+    same object is stored."""
+    template = pydicom.dcmread(next(cohort.out_dir.rglob("*_t2w/*.dcm")))
+    large = _multiframe(template, tmp_path / "large.dcm", 20, "reserve")  # 10 MiB of pixels
+    data_dir = small_disk / "data"
+    config = tmp_path / "larc.yaml"
+    config.write_text(f"storage:\n  min_free_bytes: {MIN_FREE_MIB * 2**20}\n")
+    daemon = start_daemon(data_dir, config=config)
+    try:
+        free = shutil.disk_usage(small_disk).free
+        ballast = small_disk / "ballast"
+        ballast.write_bytes(b"\0" * (free - (MIN_FREE_MIB + 6) * 2**20))
+        refused = storescu(daemon.port, large, options=("-v",))
+        said = refused.stdout + refused.stderr
+        assert "Received Store Response (Refused: OutOfResources)" in said, said[-2000:]
+        assert shutil.disk_usage(small_disk).free >= MIN_FREE_MIB * 2**20, "reserve kept"
+        with sqlite3.connect(data_dir / "index.sqlite3") as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
+            rejections = db.execute("SELECT status, reason FROM rejections").fetchall()
+        assert stored == 0
+        assert [r[0] for r in rejections] == [0xA700]
+        assert "more would leave less than" in rejections[0][1]
+        assert not list((data_dir / "spool").iterdir()), "its spool file is gone"
+        assert "refused an instance" in daemon.log()
+
+        ballast.unlink()
+        resent = storescu(daemon.port, large)
+        assert resent.returncode == 0, resent.stderr[-2000:]
+        with sqlite3.connect(data_dir / "index.sqlite3") as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM instances").fetchone()
+        assert stored == 1
     finally:
         stop_process(daemon.proc)

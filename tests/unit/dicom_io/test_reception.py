@@ -8,6 +8,7 @@ import pytest
 
 from dicom_io import reception
 from dicom_io.scp import StoreRequest, first_group_in_file_format
+from dicom_io.storage import Watermark
 
 
 def test_a_small_data_set_stays_in_memory_and_leaves_no_file(tmp_path: Path) -> None:
@@ -57,3 +58,18 @@ def test_a_spooled_request_has_the_size_of_its_file(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 1234)
     request = StoreRequest("A", "127.0.0.1", "1.2", "1.2.3", "1.2.840.10008.1.2.1", b"", 8, path)
     assert request.size == 1234
+
+
+def test_a_spool_that_would_take_the_reserve_is_refused_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reception, "SPILL_BYTES", 10)
+    keep_everything = Watermark(tmp_path, min_free_bytes=2**62)
+    spool = reception.Spool(tmp_path, keep_everything)
+    for chunk in (b"0123456", b"789abc", b"def"):
+        assert spool.write(chunk) == len(chunk)  # read from the network all the same
+    spool.close()
+    assert spool.refused is not None
+    assert "must stay free" in spool.refused
+    assert spool.contents() is None
+    assert not list(tmp_path.iterdir())

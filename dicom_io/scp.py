@@ -9,6 +9,7 @@ success, never a dead listener), and that sockets disable Nagle's algorithm.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import socket
@@ -105,12 +106,7 @@ def _dataset_offset(head: bytes) -> int | None:
 
 def first_group_in_file_format(data: bytes | Path, transfer_syntax_uid: str) -> int | None:
     """:func:`first_group` of the data set in File Format bytes, or in a file of them."""
-    if isinstance(data, bytes):
-        offset = _dataset_offset(data[:144])
-        if offset is None:
-            return None
-        return first_group(data[offset : offset + 2], transfer_syntax_uid)
-    with data.open("rb") as handle:
+    with io.BytesIO(data) if isinstance(data, bytes) else data.open("rb") as handle:
         offset = _dataset_offset(handle.read(144))
         if offset is None:
             return None
@@ -310,11 +306,8 @@ class Listener:
             spooled = Path(event.dataset_path)
             spool = reception.received(assoc, spooled)
             refused = spool.refused if spool is not None else None
-            data = spool.contents() if spool is not None else spooled.read_bytes()
-            if refused is not None:
-                data, kept = b"", None
-            else:
-                kept = spooled if data is None else None
+            data = spool.contents() if spool is not None else None  # None: in its file
+            on_disk = data is None and refused is None
             request = StoreRequest(
                 calling_ae=str(assoc.requestor.ae_title).strip(),
                 peer_address=str(assoc.requestor.address),
@@ -324,8 +317,8 @@ class Listener:
                 data=data or b"",
                 first_group=None
                 if refused is not None
-                else first_group_in_file_format(spooled if data is None else data, syntax),
-                spooled=kept,
+                else first_group_in_file_format(spooled if on_disk else data or b"", syntax),
+                spooled=spooled if on_disk else None,
                 refused=refused,
             )
         except Exception:  # a malformed request: nothing to store, tell the sender

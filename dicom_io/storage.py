@@ -44,6 +44,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_folder(folder: Path) -> bool:
+    """Make ``folder`` (a series folder) and its parents; whether it is new."""
+    new_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    return new_folder
+
+
+def _sync_folder(folder: Path, new_folder: bool) -> None:
+    """Make a rename into ``folder`` durable, and the folder itself (and its study folder)
+    when it is new."""
+    _fsync_dir(folder)
+    if new_folder:
+        for parent in (folder.parent, folder.parent.parent):
+            _fsync_dir(parent)
+
+
 class InstanceStore:
     """Files under ``root``/<study>/<series>/<sop>.dcm, each written atomically and fsynced."""
 
@@ -69,8 +85,7 @@ class InstanceStore:
         """
         folder = path.parent
         try:
-            new_folder = not folder.exists()
-            folder.mkdir(parents=True, exist_ok=True)
+            new_folder = _make_folder(folder)
             fd, temp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as handle:
@@ -81,10 +96,7 @@ class InstanceStore:
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise
-            _fsync_dir(folder)
-            if new_folder:  # make the new folders themselves durable
-                for parent in (folder.parent, folder.parent.parent):
-                    _fsync_dir(parent)
+            _sync_folder(folder, new_folder)
         except OSError as exc:
             raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
         return StoredFile(path, len(data), sha256 or hashlib.sha256(data).hexdigest())
@@ -99,8 +111,7 @@ class InstanceStore:
         """
         folder = path.parent
         try:
-            new_folder = not folder.exists()
-            folder.mkdir(parents=True, exist_ok=True)
+            new_folder = _make_folder(folder)
             with source.open("rb+") as handle:
                 os.fsync(handle.fileno())
                 size = os.fstat(handle.fileno()).st_size
@@ -110,10 +121,7 @@ class InstanceStore:
                 if exc.errno != errno.EXDEV:
                     raise
                 return self.write(path, source.read_bytes(), sha256)
-            _fsync_dir(folder)
-            if new_folder:
-                for parent in (folder.parent, folder.parent.parent):
-                    _fsync_dir(parent)
+            _sync_folder(folder, new_folder)
         except OSError as exc:
             raise StorageError(f"cannot store {path.name} under {self.root}: {exc}") from exc
         return StoredFile(path, size, sha256)

@@ -71,17 +71,10 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def in_memory(request: StoreRequest) -> bytes | None:
-    """The instance's bytes when they are in memory; None when it was spooled to a file (it is
-    large: parsed and hashed from the file, then moved into the store)."""
-    return request.data if request.spooled is None else None
-
-
-def parse(request: StoreRequest, data: bytes | None) -> Dataset:
-    """Decode a received instance (file format: ``data``, else its spool file);
+def parse(request: StoreRequest) -> Dataset:
+    """Decode a received instance (file format: in memory, or its spool file when large);
     :class:`InvalidInputError` when it cannot."""
-    source = io.BytesIO(data) if data is not None else request.spooled
-    assert source is not None  # noqa: S101  (a request has its bytes or a spool file)
+    source = request.spooled if request.spooled is not None else io.BytesIO(request.data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -92,11 +85,10 @@ def parse(request: StoreRequest, data: bytes | None) -> Dataset:
     return ds
 
 
-def content_hash(request: StoreRequest, data: bytes | None) -> str:
-    """SHA-256 (hex) of the instance in file format (``data``, else its spool file)."""
-    if data is not None:
-        return hashlib.sha256(data).hexdigest()
-    assert request.spooled is not None  # noqa: S101
+def content_hash(request: StoreRequest) -> str:
+    """SHA-256 (hex) of the instance in file format, read from its spool file when it has one."""
+    if request.spooled is None:
+        return hashlib.sha256(request.data).hexdigest()
     with request.spooled.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -250,9 +242,8 @@ class Ingest:
                 f"the data set begins with a group {request.first_group:04X} element: File Meta "
                 "(0002) or command (0000) elements do not belong in a C-STORE data set",
             )
-        data = in_memory(request)
         try:
-            ds = parse(request, data)
+            ds = parse(request)
         except InvalidInputError as exc:
             return self._reject(request, STATUS_CANNOT_UNDERSTAND, str(exc))
         try:
@@ -265,7 +256,7 @@ class Ingest:
                 request, STATUS_CANNOT_UNDERSTAND, f"an element cannot be decoded: {exc}"
             )
 
-        sha256 = content_hash(request, data)
+        sha256 = content_hash(request)
         old_path: Path | None = None
         try:
             existing = self.index.instance(record.sop_uid)

@@ -601,7 +601,7 @@ AnyDestination = Annotated[
 
 
 class ExportSettings(_Section):
-    """Where results (SR, Grad-CAM Secondary Captures) go."""
+    """Where results (SR, heat-map Secondary Captures) go."""
 
     destinations: tuple[AnyDestination, ...] = Field(
         default=(),

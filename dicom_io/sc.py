@@ -1,4 +1,5 @@
-"""Grad-CAM heat maps as DICOM Secondary Capture images (highdicom ``SCImage``, RGB).
+"""Heat maps (class activation maps, :mod:`pipeline.gradcam`) as DICOM Secondary Capture
+images (highdicom ``SCImage``, RGB).
 
 The heat map is drawn over the slice the network saw at its native resolution and field of view
 (:func:`heat_overlay`: windowed like a viewer, the tumour outline, a colour bar with its scale),
@@ -105,7 +106,7 @@ def _colour_bar(canvas: NDArray[np.uint8]) -> None:
     font = ImageFont.load_default()
     for text, y in (("1.0", top - 4), ("0.5", (top + bottom) // 2 - 6), ("0", bottom - 8)):
         draw.text((x0 + _BAR_WIDTH + 4, y), text, fill=(255, 255, 255), font=font)
-    draw.text((x0 - 4, 4), "Grad-CAM", fill=(255, 255, 255), font=font)
+    draw.text((x0 - 4, 4), "LayerCAM", fill=(255, 255, 255), font=font)
     draw.text((x0 - 2, bottom + 6), "relative", fill=(255, 255, 255), font=font)
     canvas[:] = np.asarray(image)
 
@@ -170,7 +171,10 @@ def gradcam_capture(
     )
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]
-    sc.DerivationDescription = "Grad-CAM heat map over the network's input slice"
+    sc.DerivationDescription = (
+        "LayerCAM heat map (where the network found the evidence for the class it predicts) "
+        "over the slice the network saw"
+    )
     sc.ImageComments = comment or description
     sc.Laterality = ""  # type 2C, empty: the rectum is not a paired structure
     if source is not None:

@@ -32,7 +32,7 @@ from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
 from pipeline.errors import ModelError, PipelineInputError
 from pipeline.features import feature_row
-from pipeline.gradcam import gradcam
+from pipeline.gradcam import layercam
 from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.manifest import BundleError, verify_bundle
 from pipeline.models import (
@@ -44,7 +44,7 @@ from pipeline.models import (
 )
 from pipeline.networks import (
     dm_network,
-    gradcam_layer,
+    heat_map_layer,
     load_weights,
     penultimate_features,
     predict_probability,
@@ -155,22 +155,23 @@ class Bundle:
     def heat_maps(
         self, inputs: CaseInputs, require_validated: bool = True
     ) -> dict[str, NDArray[np.float32]]:
-        """Grad-CAM (0-1, on the input's grid) of every network the case has inputs for: the
+        """LayerCAM (0-1, on the input's grid; the evidence for the class each network predicts,
+        :func:`pipeline.gradcam.layercam`) of every network the case has inputs for: the
         response signatures by name (over the slice), the DM networks as ``dm_T2``/``dm_ADC``
         (over the stack). With ``require_validated``, none of a network whose output is
         withheld (the signatures go with FDL, the DM networks with the DLRS)."""
         maps: dict[str, NDArray[np.float32]] = {}
         held = self.withheld if require_validated else {}
         nets = self.manifest["networks"]
-        response_layer = gradcam_layer(nets["response"]["backbone"], self.preprocess.slice_size)
+        response_layer = heat_map_layer(nets["response"]["backbone"], self.preprocess.slice_size)
         for name, model in self.response_networks.items():
             if name in inputs.slices and "response_FDL" not in held:
                 image = to_tensor(inputs.slices[name].array[None])[0]
-                maps[name] = gradcam(model, image, response_layer)
-        dm_layer = "backbone." + gradcam_layer(nets["dm"]["backbone"], self.preprocess.stack_size)
+                maps[name] = layercam(model, image, response_layer)
+        dm_layer = "backbone." + heat_map_layer(nets["dm"]["backbone"], self.preprocess.stack_size)
         for name, model in self.dm_networks.items():
             if name in inputs.stacks and "distant_metastasis" not in held:
-                maps[f"dm_{name}"] = gradcam(model, inputs.stacks[name].array, dm_layer)
+                maps[f"dm_{name}"] = layercam(model, inputs.stacks[name].array, dm_layer)
         return maps
 
     def score(

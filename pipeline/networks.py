@@ -23,25 +23,27 @@ from torch import nn
 from pipeline.errors import ModelError, PipelineInputError
 
 Backbone = Literal["densenet121", "resnet18", "vit"]
-# each backbone's blocks Grad-CAM may read, from the last convolutional one (their outputs feed
-# no in-place operation), with how much each shrinks the input (its stride)
-_GRADCAM_BLOCKS = {
+# each backbone's blocks a heat map may read, from the last convolutional one (their outputs
+# feed no in-place operation), with how much each shrinks the input (its stride)
+_HEAT_MAP_BLOCKS = {
     "densenet121": (("features.denseblock4", 32), ("features.denseblock3", 16),
-                    ("features.denseblock2", 8)),
-    "resnet18": (("layer4", 16), ("layer3", 8), ("layer2", 4)),  # MONAI's: no max-pool
+                    ("features.denseblock2", 8), ("features.denseblock1", 4)),
+    "resnet18": (("layer4", 16), ("layer3", 8), ("layer2", 4), ("layer1", 2)),  # MONAI's
 }  # fmt: skip
-# the last convolutional block of each backbone
-GRADCAM_LAYERS = {backbone: blocks[0][0] for backbone, blocks in _GRADCAM_BLOCKS.items()}
-MIN_GRADCAM_CELLS = 4
+# the last convolutional block of each backbone (science A's Grad-CAM layer)
+GRADCAM_LAYERS = {backbone: blocks[0][0] for backbone, blocks in _HEAT_MAP_BLOCKS.items()}
+MIN_HEAT_MAP_CELLS = 8
 
 
-def gradcam_layer(backbone: str, image_size: int) -> str:
-    """The block Grad-CAM reads for an input of ``image_size``: the last one whose map has at
-    least :data:`MIN_GRADCAM_CELLS` cells a side (DenseNet121's last block of a 256-pixel input
-    is 8 x 8; of a 32-pixel one 1 x 1, a map with no place in it), else the shallowest listed."""
-    blocks = _GRADCAM_BLOCKS[backbone]
+def heat_map_layer(backbone: str, image_size: int) -> str:
+    """The block a heat map reads for an input of ``image_size``: the last one whose map has at
+    least :data:`MIN_HEAT_MAP_CELLS` cells a side (DenseNet121's last block of a 256-pixel input
+    is 8 x 8, science A's layer; of a 32-pixel one 1 x 1, a map with no place in it; at 4 x 4
+    a cell is an eighth of the slice, wider than most restaging tumours), else the shallowest
+    listed."""
+    blocks = _HEAT_MAP_BLOCKS[backbone]
     for name, stride in blocks:
-        if image_size // stride >= MIN_GRADCAM_CELLS:
+        if image_size // stride >= MIN_HEAT_MAP_CELLS:
             return name
     return blocks[-1][0]
 

@@ -1,5 +1,5 @@
 """The network part of scoring a case (the ``gpu`` queue): signatures, model scores and
-Grad-CAM heat maps from the prepared inputs, with the worker's model bundle."""
+heat maps (LayerCAM) from the prepared inputs, with the worker's model bundle."""
 
 from __future__ import annotations
 

@@ -146,20 +146,31 @@ def _background(array: NDArray[np.floating]) -> NDArray[np.floating]:
     return array
 
 
+def _evidence(probability: float | None, positive: str, negative: str) -> str:
+    """What a heat map shows: the evidence for the class its network predicts (the one with
+    the higher probability, as :func:`pipeline.gradcam.layercam` picks it)."""
+    if probability is None:
+        return "LayerCAM"
+    return f"LayerCAM: evidence for {positive if probability > 0.5 else negative}"
+
+
 def _captions(payload: CasePayload, name: str, scores: dict[str, Any]) -> list[str]:
     if name.startswith("dm_"):
         sequence = _SEQUENCE_NAME[name[3:]]
         dm = scores.get("distant_metastasis") or {}
-        lines = [f"{sequence} baseline - Grad-CAM of the DM network"]
+        probability = dm.get(name[3:].lower().replace("t2", "t2w") + "_prob")
+        shown = _evidence(probability, "metastasis", "no metastasis")
+        lines = [f"{sequence} baseline DM network - {shown}"]
         if "dlrs" in dm:
             lines.append(
-                f"DM prob {dm.get(name[3:].lower().replace('t2', 't2w') + '_prob', 0):.2f}  "
+                f"DM prob {probability or 0:.2f}  "
                 f"DLRS {dm['dlrs']:.2f}  risk {dm['risk_group']}  3y DMFS {dm['dmfs_3y']:.2f}"
             )
     else:
         prefix, sequence = name.split("_", 1)
-        lines = [f"{_SEQUENCE_NAME[sequence]} {_TIMEPOINT_OF[prefix]} - Grad-CAM"]
         signature = scores.get("signatures", {}).get(name)
+        shown = _evidence(signature, "good response", "poor response")
+        lines = [f"{_SEQUENCE_NAME[sequence]} {_TIMEPOINT_OF[prefix]} - {shown}"]
         fdl = scores.get("response_FDL")
         line = f"signature {signature:.2f}" if signature is not None else ""
         if fdl:
@@ -250,7 +261,7 @@ def result_objects(
             derive_uid(payload.key, "sc", name),
             number,
             algorithm.manufacturer,
-            f"{algorithm.name} Grad-CAM (research use)",
+            f"{algorithm.name} heat maps (research use)",
             payload.created,
             comment=" / ".join(lines),
             algorithm=algorithm,

@@ -31,7 +31,7 @@ app = typer.Typer(
         "diagnostic decisions).\n\nlarc serve receives studies over DICOM, stores and indexes "
         "them, pairs each patient's baseline and restaging studies, scores every ready case "
         "(worker threads, or larc worker processes on a Redis broker) and sends the results - "
-        "a TID 1500 SR and Grad-CAM Secondary Captures - back to the PACS (or an outbox "
+        "a TID 1500 SR and heat-map Secondary Captures - back to the PACS (or an outbox "
         "folder). Also: status, pair (choose a held patient's baseline and restaging studies), "
         "outline (review automatic tumour outlines), "
         "config, retry-exports, worker, health checks (echo, "

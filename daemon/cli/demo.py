@@ -42,7 +42,7 @@ def demo(
     Trains a small demo bundle on synthetic data on the first run (OUT/bundle, kept), generates
     a synthetic cohort, starts the daemon on a free loopback port with scoring in worker
     threads, sends the cohort in over DICOM, waits, and prints each patient's cases, scores
-    and where the SR and Grad-CAM Secondary Captures went (OUT/larc-data/outbox/). The last
+    and where the SR and heat-map Secondary Captures went (OUT/larc-data/outbox/). The last
     --without-masks patients are sent with no RTSTRUCT or SEG, as routine studies arrive: their
     tumours are outlined automatically (an AUTOMATIC DICOM SEG, sent with the results and
     marked unreviewed), or their cases are declined when the outline fails its quality check.

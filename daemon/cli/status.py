@@ -31,11 +31,11 @@ def _print_studies(index: Index, patient_id: str) -> None:
             )
 
 
-_KINDS = {"SR": "SR", "OT": "Grad-CAM SC", "SEG": "SEG"}  # Modality -> what larc calls it
+_KINDS = {"SR": "SR", "OT": "heat-map SC", "SEG": "SEG"}  # Modality -> what larc calls it
 
 
 def object_kinds(data_dir: Path, files: tuple[str, ...]) -> str:
-    """What a result holds, by kind: e.g. ``SR, 6 Grad-CAM SC, SEG`` (from the file headers)."""
+    """What a result holds, by kind: e.g. ``SR, 6 heat-map SC, SEG`` (from the file headers)."""
     counts: Counter[str] = Counter()
     for name in files:
         try:

@@ -17,7 +17,7 @@ def worker(
     queues: Annotated[
         str,
         typer.Option(
-            help="Queues to take work from, comma-separated: 'gpu' (networks, Grad-CAM) on a "
+            help="Queues to take work from, comma-separated: 'gpu' (networks, heat maps) on a "
             "GPU host, 'cpu' (SR and Secondary Capture writing) elsewhere, or both."
         ),
     ] = "cpu,gpu",

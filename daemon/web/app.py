@@ -273,7 +273,7 @@ def create_app(context: WebContext) -> FastAPI:
     @app.get("/api/cases/{case_id}", response_model=models.CaseDetail, tags=["cases"])
     def api_case(case_id: str) -> dict[str, Any]:
         """A case: its studies and series (roles and reasons), results (scores, the SR's
-        numbers, Grad-CAM images, exports), history, readings and their audit."""
+        numbers, heat-map images, exports), history, readings and their audit."""
         return _detail(case_id)
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -300,7 +300,7 @@ def create_app(context: WebContext) -> FastAPI:
         response_class=Response,
     )
     def api_image(case_id: str, sop_uid: str) -> Response:
-        """A Grad-CAM Secondary Capture of the case as PNG."""
+        """A heat-map Secondary Capture of the case as PNG."""
         path = image_path(context.index, data_dir, case_id, sop_uid)
         if path is None or not path.is_file():
             raise HTTPException(status_code=404, detail="no such image in this case's results")

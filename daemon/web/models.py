@@ -128,7 +128,7 @@ class SrContent(BaseModel):
 
 
 class ImageOut(BaseModel):
-    """A Grad-CAM Secondary Capture (PNG at /api/cases/{case_id}/images/{sop}.png)."""
+    """A heat-map Secondary Capture (PNG at /api/cases/{case_id}/images/{sop}.png)."""
 
     sop_instance_uid: str
     caption: str | None

@@ -170,7 +170,7 @@ def test_pacs_forwards_a_mixed_cohort_and_gets_results_in_the_right_studies(
         block = next(b for b in blocks if b.startswith(patient.patient_id))
         assert needle in block, block
     # what was committed, by kind of object (IHE RAD-10: the PACS took responsibility)
-    assert re.search(r"export to ORTHANC\S*: sent, committed by ORTHANC \(SR, \d+ Grad-CAM SC\)",
+    assert re.search(r"export to ORTHANC\S*: sent, committed by ORTHANC \(SR, \d+ heat-map SC\)",
                      status), status  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from tests.integration.test_auto_segmentation import PERMISSIVE, _copy, _is_mask
 from tests.integration.test_worklist_browser import ARTEFACTS, CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-GRADCAM = "larc-rectal Grad-CAM (research use)"
+GRADCAM = "larc-rectal heat maps (research use)"
 SR = "larc-rectal scores (research use)"
 SEG = "Tumour SEG, automatic (larc), not reviewed"
 

@@ -6,6 +6,7 @@ backs are sent as usual."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -104,6 +105,13 @@ def test_an_output_its_validation_does_not_back_is_not_sent(
     captures = [o for o in objects if o.SOPClassUID != SR_CLASS]
     assert len(captures) == 6
     assert not [c for c in captures if "DM network" in str(c.get("ImageComments", ""))]
+    for capture in captures:  # each says what its heat shows: the evidence for the prediction
+        comment = str(capture.ImageComments)
+        found = re.search(r"signature (\d\.\d\d)", comment)
+        assert found, comment
+        if found.group(1) != "0.50":  # rounded: either side
+            shown = "good" if float(found.group(1)) > 0.5 else "poor"
+            assert f"LayerCAM: evidence for {shown} response" in comment, comment
 
     # the worklist says the same
     assert listed.status_code == 200, listed.text

@@ -343,6 +343,9 @@ def test_unknown_concept_is_refused() -> None:
         concept("not-a-concept")
 
 
+CAPTION = "T2W restaging - LayerCAM: evidence for good response"
+
+
 def test_gradcam_secondary_capture_is_valid_rgb_with_burned_in_text(
     cohort: CohortResult, tmp_path: Path
 ) -> None:
@@ -354,12 +357,12 @@ def test_gradcam_secondary_capture_is_valid_rgb_with_burned_in_text(
     assert rgb.shape == (32, 32, 3)
     assert rgb[12, 24, 0] > rgb[12, 24, 1]  # hot: red over the grey
     assert rgb[28, 4, 0] == rgb[28, 4, 1] == rgb[28, 4, 2]  # cold: the grey shows through
-    pixels = captioned(rgb, ["T2W restaging - Grad-CAM", "signature 0.71", RESEARCH_USE])
+    pixels = captioned(rgb, [CAPTION, "signature 0.71", RESEARCH_USE])
     band = pixels[384:]
     assert (band.max(axis=2) > 200).sum() > 200  # white caption text was drawn
     sc = gradcam_capture(
         pixels, post, _ref(post), derive_uid("k", "sc-series"), derive_uid("k", "sc", "post_T2"),
-        1, "larc", "larc-rectal Grad-CAM (research use)", WHEN, comment="T2W restaging",
+        1, "larc", "larc-rectal heat maps (research use)", WHEN, comment="T2W restaging",
     )  # fmt: skip
     assert dciodvfy_errors(sc, tmp_path) == []
     assert sc.BurnedInAnnotation == "YES"
@@ -402,12 +405,12 @@ def test_the_heat_map_is_drawn_on_the_native_slice_with_its_outline_and_scale(
     assert bar[0, 0] > 100 > bar[0, 2]  # red (high) at the top
     assert bar[-1, 2] > 100 > bar[-1, 0]  # blue (low) at the bottom
     assert (drawn[:, 384 + 24 :].max(axis=2) > 200).sum() > 50  # its labels
-    pixels = captioned(drawn, ["T2W restaging - Grad-CAM", RESEARCH_USE])
+    pixels = captioned(drawn, [CAPTION, RESEARCH_USE])
     assert pixels.shape[:2] == (384 + 2 * 16 + 8, 384 + 64)
     post = _headers(cohort)[0]
     sc = gradcam_capture(
         pixels, post, _ref(post), derive_uid("k", "sc-series"), derive_uid("k", "sc", "pre_T2"),
-        1, "larc", "larc-rectal Grad-CAM (research use)", WHEN,
+        1, "larc", "larc-rectal heat maps (research use)", WHEN,
     )  # fmt: skip
     assert dciodvfy_errors(sc, tmp_path) == []
 

@@ -1,4 +1,5 @@
-"""Signature networks: shapes, local weights, determinism, and Grad-CAM that finds the evidence."""
+"""Signature networks: shapes, local weights, determinism, and heat maps (Grad-CAM, LayerCAM)
+that find the evidence."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import ModelError
-from pipeline.gradcam import gradcam
+from pipeline.errors import ModelError, PipelineInputError
+from pipeline.gradcam import gradcam, heat_near_mask, layercam
 from pipeline.networks import (
     GRADCAM_LAYERS,
     dm_network,
-    gradcam_layer,
+    heat_map_layer,
     load_weights,
     predict_probability,
     response_network,
@@ -87,16 +88,20 @@ def test_gradcam_points_at_the_evidence() -> None:
     positive = labels == 1
     probability = predict_probability(model, images)
     assert probability[positive].mean() > probability[~positive].mean() + 0.3
-    ratios = []
+    ratios: dict[str, list[float]] = {"gradcam": [], "layercam": []}
     for i in np.flatnonzero(positive)[:6]:
-        heat = gradcam(model, images[i], GRADCAM_LAYERS["resnet18"])
-        assert heat.shape == (64, 64)
-        assert 0.0 <= heat.min() <= heat.max() <= 1.0
         r, c = corners[i]
         inside = np.zeros((64, 64), dtype=bool)
         inside[r : r + 12, c : c + 12] = True
-        ratios.append(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
-    assert np.median(ratios) > 2.0, ratios
+        for method, heat in (
+            ("gradcam", gradcam(model, images[i], GRADCAM_LAYERS["resnet18"])),
+            ("layercam", layercam(model, images[i], heat_map_layer("resnet18", 64))),
+        ):
+            assert heat.shape == (64, 64)
+            assert 0.0 <= heat.min() <= heat.max() <= 1.0
+            ratios[method].append(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
+    assert np.median(ratios["gradcam"]) > 2.0, ratios
+    assert np.median(ratios["layercam"]) > 2.0, ratios
 
 
 def test_gradcam_on_densenet_has_the_slice_shape() -> None:
@@ -106,21 +111,48 @@ def test_gradcam_on_densenet_has_the_slice_shape() -> None:
     assert heat.shape == (256, 256)
 
 
-def test_gradcam_reads_a_block_whose_map_has_places_in_it() -> None:
-    # the published sizes: the last block (DenseNet121 8 x 8 at 256, the DM ResNet18 7 x 7 at
-    # 112); small inputs: an earlier block, never a map of one cell
-    assert gradcam_layer("densenet121", 256) == GRADCAM_LAYERS["densenet121"]
-    assert gradcam_layer("resnet18", 112) == GRADCAM_LAYERS["resnet18"]
-    assert gradcam_layer("resnet18", 32) == "layer3"
-    assert gradcam_layer("densenet121", 64) == "features.denseblock3"
-    assert gradcam_layer("densenet121", 32) == "features.denseblock2"
+def test_heat_maps_read_a_block_whose_map_has_places_in_it() -> None:
+    # the published size: science A's last block (DenseNet121 8 x 8 at 256); small inputs: an
+    # earlier block with 8 cells a side, never a map of one cell
+    assert heat_map_layer("densenet121", 256) == GRADCAM_LAYERS["densenet121"]
+    assert heat_map_layer("resnet18", 128) == GRADCAM_LAYERS["resnet18"]
+    assert heat_map_layer("resnet18", 112) == "layer3"  # 7 x 7 at the last block
+    assert heat_map_layer("resnet18", 32) == "layer2"
+    assert heat_map_layer("densenet121", 64) == "features.denseblock2"
+    assert heat_map_layer("densenet121", 32) == "features.denseblock1"
+    assert heat_map_layer("densenet121", 16) == "features.denseblock1"  # the shallowest
     torch.manual_seed(0)
     model = response_network("densenet121", 32, 0.25)
     image = np.random.default_rng(0).normal(size=(1, 32, 32)).astype(np.float32)
-    flat = gradcam(model, image, GRADCAM_LAYERS["densenet121"])  # 1 x 1 at 32 pixels
-    placed = gradcam(model, image, gradcam_layer("densenet121", 32))
+    flat = layercam(model, image, GRADCAM_LAYERS["densenet121"])  # 1 x 1 at 32 pixels
+    placed = layercam(model, image, heat_map_layer("densenet121", 32))
     assert flat.std() < 1e-6  # one cell: the same everywhere
     assert placed.std() > 0.05
+
+
+def test_heat_near_mask_measures_the_share_of_heat_by_the_tumour() -> None:
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[18:22, 10:14] = 1  # spacing 2 x 1 mm: 10 mm is 5 rows or 10 columns
+    spacing = (2.0, 1.0)
+    on_tumour = np.zeros((20, 30))  # another grid over the same field of view
+    on_tumour[9:11, 5:7] = 1.0
+    share, area = heat_near_mask(on_tumour, mask, spacing)
+    assert share > 0.95
+    assert area == pytest.approx(((mask > 0) | _near(mask, spacing)).mean(), abs=1e-9)
+    elsewhere = np.zeros((20, 30))
+    elsewhere[2:4, 24:28] = 1.0
+    assert heat_near_mask(elsewhere, mask, spacing)[0] < 0.05
+    assert heat_near_mask(np.ones((20, 30)), mask, spacing)[0] == 0.0  # no place in it
+    with pytest.raises(PipelineInputError, match="empty"):
+        heat_near_mask(on_tumour, np.zeros_like(mask), spacing)
+
+
+def _near(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    rows, cols = np.indices(mask.shape)
+    near = np.zeros(mask.shape, dtype=bool)
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        near |= np.hypot((rows - r) * spacing[0], (cols - c) * spacing[1]) <= 10.0
+    return near
 
 
 @pytest.mark.gpu

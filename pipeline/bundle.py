@@ -5,7 +5,10 @@ Layout::
     manifest.json            name, version, schema, created, training-data fingerprint, metrics,
                              intended use, preprocessing config, network settings, files + sha256
     model_card.md            the same for people
-    weights/response/<signature>.pt, weights/dm/<T2|ADC>.pt     torch state dicts
+    weights/response/<signature>/fold<k>.pt   torch state dicts: each signature is the mean of
+    weights/dm/<T2|ADC>/fold<k>.pt            its k cross-validation networks (the ones whose
+                                              out-of-fold signatures the classifiers learned from)
+    weights/dm/<T2|ADC>.pt                    the final DM networks (science D's deep features)
     models/response_<FDL|CR|CRD>.skops, models/subtypes.skops   scikit-learn (skops)
     models/dm_cox.json, models/nomogram_cox.json, models/rrs_cox.json   Cox models (JSON)
 
@@ -17,7 +20,7 @@ differs. Nothing is unpickled: torch loads with ``weights_only=True``, skops onl
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +47,10 @@ from pipeline.models import (
 )
 from pipeline.networks import (
     dm_network,
+    ensemble_probability,
     heat_map_layer,
     load_weights,
     penultimate_features,
-    predict_probability,
     response_network,
     to_tensor,
 )
@@ -66,8 +69,11 @@ class Bundle:
     folder: Path
     manifest: dict[str, Any]
     preprocess: PreprocessConfig
-    response_networks: dict[str, nn.Module] = field(default_factory=dict)
-    dm_networks: dict[str, nn.Module] = field(default_factory=dict)
+    # the networks whose mean is each signature and DL-prob part: the bundle's fold networks
+    # (the one final network of a bundle whose manifest names no members, made before 2026-12-06)
+    response_networks: dict[str, list[nn.Module]] = field(default_factory=dict)
+    dm_networks: dict[str, list[nn.Module]] = field(default_factory=dict)
+    dm_features: dict[str, nn.Module] = field(default_factory=dict)  # science D's deep features
     response_models: dict[str, tuple[Any, list[str]]] = field(default_factory=dict)
     dm_cox: CoxModel | None = None
     dm_cutoff: RiskCutoff | None = None
@@ -104,21 +110,25 @@ class Bundle:
     def _load_models(self) -> None:
         nets = self.manifest["networks"]
         folder = self.folder
-        for name in nets["response"]["signatures"]:
-            model = response_network(
-                nets["response"]["backbone"], self.preprocess.slice_size, nets["response"]["width"]
+        response, dm = nets["response"], nets["dm"]
+
+        def response_model() -> nn.Module:
+            size = self.preprocess.slice_size
+            return response_network(response["backbone"], size, response["width"])
+
+        def dm_model() -> nn.Module:
+            depth, size = self.preprocess.stack_depth, self.preprocess.stack_size
+            return dm_network(dm["backbone"], depth, size, dm["width"])
+
+        for name in response["signatures"]:
+            self.response_networks[name] = _members(
+                response_model, folder / "weights/response", name, response.get("members")
             )
-            self.response_networks[name] = load_weights(
-                model, folder / f"weights/response/{name}.pt"
+        for name in dm["sequences"]:
+            self.dm_networks[name] = _members(
+                dm_model, folder / "weights/dm", name, dm.get("members")
             )
-        for name in nets["dm"]["sequences"]:
-            model = dm_network(
-                nets["dm"]["backbone"],
-                self.preprocess.stack_depth,
-                self.preprocess.stack_size,
-                nets["dm"]["width"],
-            )
-            self.dm_networks[name] = load_weights(model, folder / f"weights/dm/{name}.pt")
+            self.dm_features[name] = load_weights(dm_model(), folder / f"weights/dm/{name}.pt")
         for name, entry in self.manifest["response"]["models"].items():
             self.response_models[name] = (load_estimator(folder / entry["file"]), entry["features"])
         dm = self.manifest.get("dm")
@@ -145,33 +155,33 @@ class Bundle:
     def signatures(self, inputs: CaseInputs) -> dict[str, float]:
         """The response signatures the case has inputs for."""
         out = {}
-        for name, model in self.response_networks.items():
+        for name, members in self.response_networks.items():
             if name in inputs.slices:
-                out[name] = float(
-                    predict_probability(model, to_tensor(inputs.slices[name].array[None]))[0]
-                )
+                image = to_tensor(inputs.slices[name].array[None])
+                out[name] = float(ensemble_probability(members, image)[0])
         return out
 
     def heat_maps(
         self, inputs: CaseInputs, require_validated: bool = True
     ) -> dict[str, NDArray[np.float32]]:
-        """LayerCAM (0-1, on the input's grid; the evidence for the class each network predicts,
-        :func:`pipeline.gradcam.layercam`) of every network the case has inputs for: the
-        response signatures by name (over the slice), the DM networks as ``dm_T2``/``dm_ADC``
-        (over the stack). With ``require_validated``, none of a network whose output is
-        withheld (the signatures go with FDL, the DM networks with the DLRS)."""
+        """LayerCAM (0-1, on the input's grid; :func:`pipeline.gradcam.layercam`) of every
+        network the case has inputs for, for the class the signature predicts, averaged over
+        the networks whose mean the signature is: the response signatures by name (over the
+        slice), the DM networks as ``dm_T2``/``dm_ADC`` (over the stack). With
+        ``require_validated``, none of a network whose output is withheld (the signatures go
+        with FDL, the DM networks with the DLRS)."""
         maps: dict[str, NDArray[np.float32]] = {}
         held = self.withheld if require_validated else {}
         nets = self.manifest["networks"]
         response_layer = heat_map_layer(nets["response"]["backbone"], self.preprocess.slice_size)
-        for name, model in self.response_networks.items():
+        for name, members in self.response_networks.items():
             if name in inputs.slices and "response_FDL" not in held:
                 image = to_tensor(inputs.slices[name].array[None])[0]
-                maps[name] = layercam(model, image, response_layer)
+                maps[name] = _mean_map(members, image, response_layer)
         dm_layer = "backbone." + heat_map_layer(nets["dm"]["backbone"], self.preprocess.stack_size)
-        for name, model in self.dm_networks.items():
+        for name, members in self.dm_networks.items():
             if name in inputs.stacks and "distant_metastasis" not in held:
-                maps[f"dm_{name}"] = layercam(model, inputs.stacks[name].array, dm_layer)
+                maps[f"dm_{name}"] = _mean_map(members, inputs.stacks[name].array, dm_layer)
         return maps
 
     def score(
@@ -231,7 +241,7 @@ class Bundle:
             result["not_scored"]["distant_metastasis"] = why
             return
         probs = {
-            s: float(predict_probability(self.dm_networks[s], inputs.stacks[s].array[None])[0])
+            s: float(ensemble_probability(self.dm_networks[s], inputs.stacks[s].array[None])[0])
             for s in STACK_SEQUENCES
         }
         dl_prob = probs["T2"] + probs["ADC"]
@@ -263,7 +273,7 @@ class Bundle:
         if self.subtypes is not None and self.rrs_cox is not None:
             deep = np.concatenate(
                 [
-                    penultimate_features(self.dm_networks[s], inputs.stacks[s].array[None])[0]
+                    penultimate_features(self.dm_features[s], inputs.stacks[s].array[None])[0]
                     for s in STACK_SEQUENCES
                 ]
             )[None]
@@ -274,6 +284,33 @@ class Bundle:
                 "rrs": float(self.rrs_cox.linear_predictor(components)[0]),
                 "rfs_5y": float(self.rrs_cox.survival_at(components, RFS_HORIZON_MONTHS)[0]),
             }
+
+
+def _members(
+    build: Callable[[], nn.Module], folder: Path, name: str, members: int | None
+) -> list[nn.Module]:
+    """The networks of one signature: ``folder/name/fold<k>.pt`` for k = 1..``members``, or the
+    one ``folder/name.pt`` of a bundle that names no members."""
+    if not members:
+        return [load_weights(build(), folder / f"{name}.pt")]
+    return [load_weights(build(), folder / name / f"fold{k}.pt") for k in range(1, members + 1)]
+
+
+def _mean_map(
+    members: list[nn.Module], image: NDArray[np.floating], layer: str
+) -> NDArray[np.float32]:
+    """LayerCAM of the class the members' mean probability predicts, averaged over them and
+    scaled to [0, 1] (each member's map is scaled first, so that none outweighs the others)."""
+    probability = float(ensemble_probability(members, np.asarray(image)[None])[0])
+    chosen = 1 if probability > 0.5 else 0
+    mean: NDArray[np.float32] = np.stack([layercam(m, image, layer, chosen) for m in members]).mean(
+        axis=0
+    )
+    low, high = float(mean.min()), float(mean.max())
+    if high - low <= 1e-5 * high:  # no place in it
+        return np.zeros_like(mean, dtype=np.float32)
+    scaled: NDArray[np.float32] = ((mean - low) / (high - low)).astype(np.float32)
+    return scaled
 
 
 # the covariates the DLRS Cox model may have besides DL-prob (science B: DL-prob alone)

@@ -9,6 +9,7 @@ Weights come only from local files (no hub access), loaded with ``weights_only=T
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -158,6 +159,18 @@ def predict_probability(
             logits = model(batch.to(where))
             out.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def ensemble_probability(
+    members: Sequence[nn.Module], inputs: NDArray[np.floating], batch_size: int = 16
+) -> NDArray[np.float32]:
+    """The mean of the ``members``' P(class 1) for each input (N, C, H, W): a signature made by
+    the fold networks of a cross-validation."""
+    if not members:
+        raise ModelError("an ensemble needs at least one network")
+    each = np.stack([predict_probability(m, inputs, batch_size) for m in members])
+    result: NDArray[np.float32] = each.mean(axis=0).astype(np.float32)
+    return result
 
 
 def penultimate_features(

@@ -160,13 +160,13 @@ def progress_bars(patients: int) -> Iterator[tuple[Callable[[int, int], None], A
 
 
 def demo_bundle(folder: Path) -> Path:
-    """The demo bundle in ``folder`` (trained on the first run, about 3 minutes)."""
+    """The demo bundle in ``folder`` (trained on the first run, about 4 minutes)."""
     from pipeline.training.demo import DEMO_COHORT, demo_bundle_current
     from pipeline.training.demo import demo_bundle as train_demo_bundle
 
     if demo_bundle_current(folder / "bundle"):
         return folder / "bundle"
-    typer.echo("first run: training a small demo bundle on synthetic data (about 3 minutes)")
+    typer.echo("first run: training a small demo bundle on synthetic data (about 4 minutes)")
     policy = settings_or_exit(None).pairing.policy()
     with progress_bars(DEMO_COHORT.patients) as (prepared, epoch):
         bundle = train_demo_bundle(folder, policy, progress=epoch, prepared=prepared)

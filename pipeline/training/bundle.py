@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from dicom_io.roles import DEFAULT_RULES, RoleRule
 from pipeline.bundle import (
@@ -58,8 +59,8 @@ from pipeline.models import (
 )
 from pipeline.networks import (
     dm_network,
+    ensemble_probability,
     penultimate_features,
-    predict_probability,
     response_network,
     to_tensor,
 )
@@ -192,6 +193,17 @@ def _split(table: pd.DataFrame, fraction: float, seed: int) -> tuple[list[str], 
     return [p for p in patients if p not in test], sorted(test)
 
 
+@dataclass
+class NetworkStage:
+    """A trained network stage: each training patient's out-of-fold value and every other
+    patient's value (the mean of the fold networks), the fold networks, and the final network
+    when one was asked for."""
+
+    values: dict[str, float]
+    members: list[nn.Module]
+    final: nn.Module | None
+
+
 def _network_stage(
     name: str,
     x: dict[str, np.ndarray],
@@ -201,10 +213,14 @@ def _network_stage(
     progress: Progress | None,
     build: Callable[[], Any] | None = None,
     checkpoints: Path | None = None,
-) -> tuple[dict[str, float], Any]:
-    """Out-of-fold values for labelled training patients; the final network's for the rest.
-    With ``checkpoints``, a stage trained before on the same inputs is read back from there,
-    and a new one is written there when done (:mod:`pipeline.training.checkpoints`)."""
+    final: bool = False,
+) -> NetworkStage:
+    """Out-of-fold values for labelled training patients; the mean of the fold networks for
+    the rest — the networks the classifier on top learned from, so that its inputs are
+    distributed alike in training and in use. With ``final``, also a network trained on every
+    training patient. With ``checkpoints``, a stage trained before on the same inputs is read
+    back from there, and a new one is written there when done
+    (:mod:`pipeline.training.checkpoints`)."""
     have = [p for p in train if p in x and not np.isnan(labels.get(p, np.nan))]
     y = labels[have].astype(int).to_numpy()
     if len(have) < 2 * config.folds or len(set(y.tolist())) < 2:
@@ -215,20 +231,29 @@ def _network_stage(
         def build() -> Any:
             return response_network(config.backbone, size, config.width)
 
-    key = stage_key(name, config.model_dump(mode="json"), have, y.tolist(), x)
+    settings = config.model_dump(mode="json") | {"final": final, "members": "folds"}
+    key = stage_key(name, settings, have, y.tolist(), x)
     if checkpoints is not None and (found := load_stage(checkpoints, name, key, build)):
-        return found
+        return NetworkStage(*found)
     result = cross_validate(
-        np.stack([x[p] for p in have]), y, config, name=name, progress=progress, build=build
-    )
+        np.stack([x[p] for p in have]), y, config, name=name, progress=progress, build=build,
+        final=final,
+    )  # fmt: skip
+    members = [net.model for net in result.folds]
     values = {p: float(v) for p, v in zip(have, result.out_of_fold, strict=True)}
     rest = [p for p in x if p not in values]
     if rest:
-        scores = predict_probability(result.final.model, np.stack([x[p] for p in rest]))
+        scores = ensemble_probability(members, np.stack([x[p] for p in rest]))
         values |= {p: float(v) for p, v in zip(rest, scores, strict=True)}
+    last = None if result.final is None else result.final.model
     if checkpoints is not None:
-        save_stage(checkpoints, name, key, values, result.final.model)
-    return values, result.final.model
+        save_stage(checkpoints, name, key, values, members, last)
+    return NetworkStage(values, members, last)
+
+
+def _save_members(members: list[nn.Module], folder: Path) -> None:
+    for k, model in enumerate(members, 1):
+        torch_save(model, folder / f"fold{k}.pt")
 
 
 def train_models(
@@ -270,12 +295,12 @@ def train_models(
             for p in patients
             if name in inputs[p].slices
         }
-        values, model = _network_stage(
+        stage = _network_stage(
             name, x, outcomes["good_response"], train, run.response, progress,
             checkpoints=run.checkpoints,
         )  # fmt: skip
-        table[name] = pd.Series(values)
-        torch_save(model, out / "weights" / "response" / f"{name}.pt")
+        table[name] = pd.Series(stage.values)
+        _save_members(stage.members, out / "weights" / "response" / name)
     table = add_deltas(table)
     response_manifest = _fit_response(table, outcomes, train, out, run.response.seed)
 
@@ -297,13 +322,18 @@ def train_models(
                 run.dm.backbone, run.preprocess.stack_depth, run.preprocess.stack_size, run.dm.width
             )
 
-        values, model = _network_stage(
+        # the fold networks give DL-prob; the final one (every training patient) the deep
+        # features of science D's subtypes
+        stage = _network_stage(
             f"DM {sequence}", x, dm_label, train, run.dm, progress, build=build,
-            checkpoints=run.checkpoints,
+            checkpoints=run.checkpoints, final=True,
         )  # fmt: skip
-        table[f"dm_{sequence}"] = pd.Series(values)
-        dm_models[sequence] = model
-        torch_save(model, out / "weights" / "dm" / f"{sequence}.pt")
+        table[f"dm_{sequence}"] = pd.Series(stage.values)
+        if stage.final is None:  # asked for: never
+            raise ValueError(f"DM {sequence}: no final network")
+        dm_models[sequence] = stage.final
+        _save_members(stage.members, out / "weights" / "dm" / sequence)
+        torch_save(stage.final, out / "weights" / "dm" / f"{sequence}.pt")
     table["dl_prob"] = table["dm_T2"] + table["dm_ADC"]
     for name in run.dm_covariates:
         table[name] = [dm_covariate(name, dl, row) for dl, (_, row) in
@@ -372,12 +402,17 @@ def train_models(
                 "backbone": run.response.backbone,
                 "width": run.response.width,
                 "signatures": list(SIGNATURES),
+                # each signature: the mean of its fold networks (weights/response/<name>/)
+                "members": run.response.folds,
                 "training": run.response.model_dump(mode="json"),
             },
             "dm": {
                 "backbone": run.dm.backbone,
                 "width": run.dm.width,
                 "sequences": list(STACK_SEQUENCES),
+                # DL-prob: the mean of the fold networks (weights/dm/<sequence>/); the final
+                # network (weights/dm/<sequence>.pt) gives science D's deep features
+                "members": run.dm.folds,
                 "training": run.dm.model_dump(mode="json"),
             },
         },
@@ -576,7 +611,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Models",
         f"- Response signatures: {nets['response']['backbone']} (width "
-        f"{nets['response']['width']}), six networks, out-of-fold signatures.",
+        f"{nets['response']['width']}), six signatures, each the mean of "
+        f"{nets['response'].get('members', 1)} cross-validation networks (the classifiers "
+        "learned from their out-of-fold signatures).",
         f"- Response classifiers: RBF-SVM on FDL, CR ({', '.join(cr)}) and CRD.",
         f"- Distant metastasis: {nets['dm']['backbone']} on T2W and ADC crop stacks; Cox on "
         f"{', '.join(manifest['dm']['coefficients'])} (cut-off {manifest['dm']['cutoff']:.3f})"

@@ -169,8 +169,11 @@ def _train_one(
         checkpoints=run.out_dir / "checkpoints" / name,
         progress=progress,
     )
+    final = result.final
+    if final is None:  # asked for (the default): never
+        raise ValueError(f"{name}: no final network")
     (run.out_dir / "weights").mkdir(exist_ok=True)
-    save_weights(result.final.model, run.out_dir / "weights" / f"{name}.pt")
+    save_weights(final.model, run.out_dir / "weights" / f"{name}.pt")
     for p, value, fold in zip(have, result.out_of_fold, result.fold, strict=True):
         rows[p][name] = round(float(value), 6)
         rows[p]["fold"] = int(fold) + 1
@@ -178,7 +181,7 @@ def _train_one(
     test_auc = None
     if tested:
         x_test = to_tensor(np.stack([inputs[p].slices[name].array for p in tested]))
-        scores = predict_probability(result.final.model, x_test)
+        scores = predict_probability(final.model, x_test)
         for p, value in zip(tested, scores, strict=True):
             rows[p][name] = round(float(value), 6)
         test_auc = _auc([labels[p] for p in tested], scores.tolist())
@@ -198,8 +201,8 @@ def _train_one(
         "out_of_fold_auc": oof_auc,
         "test_auc": test_auc,
         "best_epochs": [f.best_epoch for f in result.folds],
-        "final_epochs": result.final.best_epoch,
-        "final_history": result.final.history,
+        "final_epochs": final.best_epoch,
+        "final_history": final.history,
         "missing": missing,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.networks import to_tensor
+from pipeline.networks import predict_probability, to_tensor
 from pipeline.training.bundle import _network_stage
 from pipeline.training.networks import SignatureTraining
 
@@ -32,20 +32,43 @@ def _never() -> Any:
 
 def test_a_stage_trained_before_is_read_back_not_trained_again(tmp_path: Path) -> None:
     x, labels, train = _cohort()
-    first, model = _network_stage("pre_T2", x, labels, train, CONFIG, None, checkpoints=tmp_path)
+    first = _network_stage("pre_T2", x, labels, train, CONFIG, None, checkpoints=tmp_path,
+                           final=True)  # fmt: skip
     assert (tmp_path / "pre_T2.pt").is_file()
-    again, restored = _network_stage("pre_T2", x, labels, train, CONFIG, None,
-                                     build=_resumable(model), checkpoints=tmp_path)  # fmt: skip
-    assert again == first
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(restored.state_dict()[name], tensor), name
+    assert len(first.members) == CONFIG.folds
+    assert first.final is not None
+    again = _network_stage("pre_T2", x, labels, train, CONFIG, None,
+                           build=_resumable(first.members[0]), checkpoints=tmp_path,
+                           final=True)  # fmt: skip
+    assert again.values == first.values
+    assert again.final is not None
+    for trained, restored in zip([*first.members, first.final], [*again.members, again.final],
+                                 strict=True):  # fmt: skip
+        for name, tensor in trained.state_dict().items():
+            assert torch.equal(restored.state_dict()[name], tensor), name
     # other inputs, labels or settings: the checkpoint is not used
     changed = labels.copy()
     changed.iloc[0] = 1 - changed.iloc[0]
     for args in ((x, changed, CONFIG), (x, labels, CONFIG.model_copy(update={"epochs": 3}))):
         with pytest.raises(AssertionError, match="trained again"):
             _network_stage("pre_T2", args[0], args[1], train, args[2], None, build=_never,
-                           checkpoints=tmp_path)  # fmt: skip
+                           checkpoints=tmp_path, final=True)  # fmt: skip
+    with pytest.raises(AssertionError, match="trained again"):  # no final network asked for
+        _network_stage("pre_T2", x, labels, train, CONFIG, None, build=_never,
+                       checkpoints=tmp_path)  # fmt: skip
+
+
+def test_held_out_values_are_the_mean_of_the_fold_networks(tmp_path: Path) -> None:
+    # the classifier on top learned from out-of-fold values: the held-out patients get the
+    # same networks' mean, not a network of their own
+    x, labels, train = _cohort()
+    stage = _network_stage("pre_T2", x, labels, train, CONFIG, None)
+    assert stage.final is None
+    assert len(stage.members) == CONFIG.folds
+    held = [p for p in x if p not in train]
+    each = [predict_probability(m, np.stack([x[p] for p in held])) for m in stage.members]
+    assert [stage.values[p] for p in held] == pytest.approx(np.mean(each, axis=0).tolist())
+    assert set(stage.values) == set(x)
 
 
 def _resumable(model: torch.nn.Module) -> Any:

@@ -344,6 +344,9 @@ def models(
     DLRS, cut-off and nomogram (distant metastasis), subtypes and RRS (recurrence), and with
     --segmentation-epochs the automatic tumour segmenter.
 
+    Each network is trained in --folds folds; the bundle scores with the mean of the fold
+    networks, the ones whose out-of-fold outputs the SVMs and Cox model learned from.
+
     Holds out --test-fraction of the patients and writes their metrics (with 95 % CIs) into
     the manifest and model card, with each output's validation (out-of-fold and held-out):
     what the validation does not back, larc serve does not send (scoring.require_validated).

@@ -16,13 +16,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from daemon.settings import Settings
 from dicom_io.selection import select_files
 from pipeline.bundle import Bundle
 from pipeline.case import prepare_case
 from pipeline.config import PreprocessConfig
-from pipeline.manifest import BundleError
+from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
+from pipeline.manifest import BundleError, write_manifest
+from pipeline.networks import predict_probability, to_tensor
 from pipeline.stats import auc_delong
-from pipeline.training.cohort import patient_hash
+from pipeline.training.cohort import load_cohort, patient_hash, prepare_cohort
 from pipeline.training.evaluate import validated_copy
 from pipeline.training.predictions import keyed_id
 from pipeline.validation import Estimate, decide, present_outputs, validation_lines, withheld
@@ -320,3 +323,66 @@ def test_a_spreadsheet_without_ypn_or_recurrence_trains_everything_else(
     assert refused.returncode == 1
     assert "the outcomes have no values in dm_event, dm_time_months" in refused.stderr
     assert not (tmp_path / "refused" / "weights").exists()
+
+
+def test_a_bundle_scores_with_its_fold_networks_and_an_older_bundle_still_loads(
+    tmp_path: Path, trained_bundle: TrainedBundle
+) -> None:
+    folder = trained_bundle.folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["networks"]["response"]["members"] == 2  # --folds 2
+    assert manifest["networks"]["dm"]["members"] == 2
+    assert not (folder / "weights" / "response" / "pre_T2.pt").exists()  # no final network
+    bundle = Bundle.load(folder)
+    assert {len(m) for m in [*bundle.response_networks.values(), *bundle.dm_networks.values()]} == {
+        2
+    }
+
+    # a held-out patient scored through the bundle gets the signatures and DL-probs the
+    # training recorded for it: the fold networks' mean, what the SVMs and the Cox model saw
+    # (out of fold) for the training patients
+    table = pd.read_csv(folder / "training" / "features_and_signatures.csv")
+    held_out = table[table["split"] == "test"].set_index("patient_sha256")
+    cohort = load_cohort(trained_bundle.cohort.out_dir, None, Settings().pairing.policy())
+    patient = next(p for p in sorted(cohort.cases) if patient_hash(p) in held_out.index)
+    inputs, _ = prepare_cohort({patient: cohort.cases[patient]}, bundle.preprocess, SIGNATURES,
+                               stacks=True, workers=1)  # fmt: skip
+    case = inputs[patient]
+    recorded = held_out.loc[patient_hash(patient)]
+    scored = bundle.signatures(case)
+    assert set(scored) == set(SIGNATURES)
+    for name, value in scored.items():
+        assert value == pytest.approx(recorded[name], abs=1e-5), name
+    dm = bundle.score(case, require_validated=False)["distant_metastasis"]
+    assert dm["t2w_prob"] + dm["adc_prob"] == pytest.approx(recorded["dl_prob"], abs=1e-5)
+
+    # a bundle made before (one network per signature, no members in its manifest) still loads
+    # and scores with its one network
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    for name in SIGNATURES:
+        members = old / "weights" / "response" / name
+        (members / "fold1.pt").rename(members.with_suffix(".pt"))
+        shutil.rmtree(members)
+    for sequence in STACK_SEQUENCES:
+        shutil.rmtree(old / "weights" / "dm" / sequence)  # the final DM networks stay
+    older = json.loads((old / "manifest.json").read_text())
+    for networks in older["networks"].values():
+        del networks["members"]
+    write_manifest(old, older)
+    loaded = Bundle.load(old)
+    assert {len(m) for m in [*loaded.response_networks.values(), *loaded.dm_networks.values()]} == {
+        1
+    }
+    image = to_tensor(case.slices["post_T2"].array[None])
+    alone = predict_probability(bundle.response_networks["post_T2"][0], image)[0]
+    assert loaded.signatures(case)["post_T2"] == pytest.approx(float(alone), abs=1e-6)
+    assert (
+        loaded.score(case, require_validated=False).keys()
+        == bundle.score(case, require_validated=False).keys()
+    )
+
+
+def _network_counts(bundle: Bundle) -> set[int]:
+    """How many networks make each signature and each DM probability."""
+    return {len(m) for m in [*bundle.response_networks.values(), *bundle.dm_networks.values()]}

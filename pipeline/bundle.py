@@ -35,7 +35,7 @@ from pipeline.case import CaseInputs
 from pipeline.config import PreprocessConfig
 from pipeline.errors import ModelError, PipelineInputError
 from pipeline.features import feature_row
-from pipeline.gradcam import layercam
+from pipeline.gradcam import layercam, predicted_class, scaled_0_1
 from pipeline.kinds import SIGNATURES, STACK_SEQUENCES
 from pipeline.manifest import BundleError, verify_bundle
 from pipeline.models import (
@@ -302,15 +302,8 @@ def _mean_map(
     """LayerCAM of the class the members' mean probability predicts, averaged over them and
     scaled to [0, 1] (each member's map is scaled first, so that none outweighs the others)."""
     probability = float(ensemble_probability(members, np.asarray(image)[None])[0])
-    chosen = 1 if probability > 0.5 else 0
-    mean: NDArray[np.float32] = np.stack([layercam(m, image, layer, chosen) for m in members]).mean(
-        axis=0
-    )
-    low, high = float(mean.min()), float(mean.max())
-    if high - low <= 1e-5 * high:  # no place in it
-        return np.zeros_like(mean, dtype=np.float32)
-    scaled: NDArray[np.float32] = ((mean - low) / (high - low)).astype(np.float32)
-    return scaled
+    chosen = predicted_class(probability)
+    return scaled_0_1(np.stack([layercam(m, image, layer, chosen) for m in members]).mean(axis=0))
 
 
 # the covariates the DLRS Cox model may have besides DL-prob (science B: DL-prob alone)

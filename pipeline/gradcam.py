@@ -76,13 +76,23 @@ def _activation_and_gradient(
 
 def _scaled(cam: torch.Tensor, shape: tuple[int, ...]) -> NDArray[np.float32]:
     cam = functional.interpolate(cam[None, None], size=shape, mode="bilinear", align_corners=False)
-    cam = cam[0, 0]
-    low, high = float(cam.min()), float(cam.max())
-    # a map with no place in it (one cell, or equal cells) upsampled differs by rounding only
-    flat = high - low <= 1e-5 * abs(high)
-    scaled = torch.zeros_like(cam) if flat else (cam - low) / (high - low)
-    result: NDArray[np.float32] = scaled.cpu().numpy().astype(np.float32)
-    return result
+    return scaled_0_1(cam[0, 0].cpu().numpy())
+
+
+def scaled_0_1(values: NDArray[np.floating]) -> NDArray[np.float32]:
+    """A heat map scaled to [0, 1] (min to max); all zeros when it has no place in it (one
+    cell, or equal cells: upsampled, they differ by rounding only)."""
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-5 * abs(high):
+        return np.zeros(values.shape, dtype=np.float32)
+    scaled: NDArray[np.float32] = ((values - low) / (high - low)).astype(np.float32)
+    return scaled
+
+
+def predicted_class(probability: float) -> int:
+    """The class a two-class network's P(class 1) predicts (1 above 0.5): the one whose
+    evidence a heat map shows, and its caption names."""
+    return 1 if probability > 0.5 else 0
 
 
 def gradcam(

@@ -23,6 +23,7 @@ from dicom_io.sr import (
     measurement_report,
 )
 from pipeline.case import CaseInputs
+from pipeline.gradcam import predicted_class
 from pipeline.kinds import BASELINE, PREFIX, RESTAGING
 from pipeline.validation import unavailable
 from workers.analysis import RESPONSE, decode_maps
@@ -147,11 +148,11 @@ def _background(array: NDArray[np.floating]) -> NDArray[np.floating]:
 
 
 def _evidence(probability: float | None, positive: str, negative: str) -> str:
-    """What a heat map shows: the evidence for the class its network predicts (the one with
-    the higher probability, as :func:`pipeline.gradcam.layercam` picks it)."""
+    """What a heat map shows: the evidence for the class its networks predict
+    (:func:`pipeline.gradcam.predicted_class`, as the bundle's heat maps pick it)."""
     if probability is None:
         return "LayerCAM"
-    return f"LayerCAM: evidence for {positive if probability > 0.5 else negative}"
+    return f"LayerCAM: evidence for {positive if predicted_class(probability) else negative}"
 
 
 def _captions(payload: CasePayload, name: str, scores: dict[str, Any]) -> list[str]:

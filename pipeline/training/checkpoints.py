@@ -3,6 +3,7 @@ the fold networks' weights, and the final network's when there is one) is writte
 is done, so that a run that fails late (an outcome model that cannot be fitted, a full disk, a
 killed process) loses no network: run the same command again and the stages already trained
 are read back instead of trained again.
+
 A stage is reused only when its key matches: the stage's name, its training settings, and the
 patients, labels and input arrays it was trained on. Anything else changed: trained afresh.
 """
